@@ -1,0 +1,74 @@
+"""Harness-side evaluation: ask a method for scores or lists, turn them into ranks."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from bench.method import EvalBatch, Method
+from bench.metrics import MAX_RANK, ranks_from_lists, ranks_from_scores
+from bench.split import EvalSet
+
+
+@dataclass
+class EvalOutput:
+    ranks: np.ndarray  # (n_users,) int, 1-based rank of the target, 0 = not in the top MAX_RANK
+    seconds: float
+    users: int
+    short_lists: int = 0  # users whose de-duplicated list held fewer than MAX_RANK items
+    duplicates: int = 0  # repeated entries removed from ranked lists
+    list_entries: int = 0  # entries returned in total (for the duplicate rate)
+
+
+class Evaluator:
+    """Evaluates one method on one :class:`EvalSet`, batch by batch on the method's device.
+
+    Histories are materialised once, right-aligned and capped at the method's history cap,
+    and moved to the device; targets stay here and never reach the method.
+    """
+
+    def __init__(self, evalset: EvalSet, method: Method, tiebreak: torch.Tensor, batch_size: int, progress: bool, desc: str):
+        self.method, self.batch_size, self.progress, self.desc = method, batch_size, progress, desc
+        device = method.device
+        cap = method.history_cap
+        hist = evalset.input.history
+        width = 0 if cap == 0 else None if cap is None else int(cap)
+        self.history = torch.from_numpy(hist.padded(width)).to(device)
+        self.lengths = torch.from_numpy(np.minimum(hist.lengths, self.history.shape[1])).to(device)
+        self.users = torch.from_numpy(evalset.input.users.astype(np.int64)).to(device)
+        self.targets = torch.from_numpy(evalset.targets).to(device)
+        self.tiebreak = tiebreak.to(device)
+
+    @torch.no_grad()
+    def run(self) -> EvalOutput:
+        method = self.method
+        method.eval()
+        n = len(self.users)
+        ranks = torch.empty(n, dtype=torch.long, device=self.users.device)
+        short = dup = entries = 0
+        method.ctx.synchronize()
+        t0 = time.perf_counter()
+        for start in tqdm(range(0, n, self.batch_size), desc=self.desc, disable=not self.progress or None, leave=False):
+            sl = slice(start, start + self.batch_size)
+            lengths = self.lengths[sl]
+            width = int(lengths.max().item()) if len(lengths) else 0
+            batch = EvalBatch(self.users[sl], self.history[sl, self.history.shape[1] - width :], lengths)
+            if method.output == "scores":
+                scores = method.score(batch)
+                if scores.shape != (len(batch.users), method.data.n_items):
+                    raise ValueError(f"{method.name}.score returned shape {tuple(scores.shape)}, expected ({len(batch.users)}, {method.data.n_items})")
+                ranks[sl] = ranks_from_scores(scores, self.targets[sl], self.tiebreak)
+            else:
+                lists = method.recommend(batch, MAX_RANK)
+                r, n_unique, n_dup = ranks_from_lists(lists, self.targets[sl])
+                ranks[sl] = r
+                short += int((n_unique < MAX_RANK).sum())
+                dup += int(n_dup.sum())
+                entries += int((lists >= 0).sum())
+        method.ctx.synchronize()
+        seconds = time.perf_counter() - t0
+        return EvalOutput(ranks.cpu().numpy(), seconds, n, short, dup, entries)

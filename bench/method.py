@@ -1,0 +1,122 @@
+"""The uniform interface every method implements.
+
+A method is trained with :meth:`Method.fit` on the training interactions and then asked
+for either full-catalog scores (``output = "scores"``) or ranked item lists
+(``output = "lists"``) for batches of users.  It never sees validation or test targets:
+for early stopping it calls ``ctx.validate()``, which the harness answers with its own
+metrics on the validation split.  See ``methods/pop.py`` for the smallest example.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+
+from bench.split import Sequences
+
+
+@dataclass(frozen=True)
+class TrainData:
+    train: Sequences  # row u = training interactions of user u, oldest first
+    n_users: int
+    n_items: int
+    item_text: dict[str, list[str]]  # field -> per-item text
+    item_value: np.ndarray | None
+    dataset: str
+
+
+@dataclass
+class EvalBatch:
+    users: torch.Tensor  # (B,) long, on the method's device
+    history: torch.Tensor  # (B, L) long, right-aligned (most recent last), -1 = padding
+    lengths: torch.Tensor  # (B,) long, number of real items in each row of ``history``
+
+
+@dataclass
+class Context:
+    """What the harness hands a method: device, seeds, validation, progress and records."""
+
+    device: torch.device
+    seed: int
+    validate: Callable[[], dict[str, float]]  # harness metrics on the validation split, current state
+    select_metric: str = "ndcg@10"
+    progress: bool = False
+    info: dict[str, Any] = field(default_factory=dict)  # training facts that go into the record
+
+    def numpy_rng(self, *names: str) -> np.random.Generator:
+        """A generator seeded from (run seed, names), independent across names."""
+        return np.random.default_rng(np.random.SeedSequence([self.seed, *[_stable_hash(n) for n in names]]))
+
+    def torch_generator(self, *names: str) -> torch.Generator:
+        seed = int(self.numpy_rng(*names).integers(2**62))
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def _stable_hash(name: str) -> int:
+    import zlib
+
+    return zlib.crc32(name.encode())
+
+
+class Method(abc.ABC):
+    """Base class. Subclasses set ``name``, ``Config`` and ``output`` and implement ``fit``
+    plus ``score`` (for ``output = "scores"``) or ``recommend`` (for ``output = "lists"``)."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = object
+    output: ClassVar[str] = "scores"
+
+    def __init__(self, config: Any, data: TrainData, ctx: Context):
+        self.config = config
+        self.data = data
+        self.ctx = ctx
+        self.device = ctx.device
+
+    @property
+    def history_cap(self) -> int | None:
+        """How many of the most recent history items the method reads (``None`` = all)."""
+        return getattr(self.config, "max_len", None)
+
+    @abc.abstractmethod
+    def fit(self) -> None:
+        """Train on ``self.data``; select the checkpoint with ``ctx.validate()``."""
+
+    def score(self, batch: EvalBatch) -> torch.Tensor:
+        """(B, n_items) scores; higher is better."""
+        raise NotImplementedError(f"{self.name} produces ranked lists, not scores")
+
+    def recommend(self, batch: EvalBatch, k: int) -> torch.Tensor:
+        """(B, >=k) item ids, best first, -1 for "no item"."""
+        raise NotImplementedError(f"{self.name} produces scores, not ranked lists")
+
+    def modules(self) -> list[torch.nn.Module]:
+        """The torch modules whose parameters count as the model (for the record)."""
+        return [v for v in vars(self).values() if isinstance(v, torch.nn.Module)]
+
+    def parameter_counts(self) -> dict[str, int]:
+        params = {id(p): p for m in self.modules() for p in m.parameters()}.values()
+        return {
+            "params_total": int(sum(p.numel() for p in params)),
+            "params_trainable": int(sum(p.numel() for p in params if p.requires_grad)),
+        }
+
+    def eval(self) -> None:
+        for m in self.modules():
+            m.eval()
+
+
+def default_config(method_cls: type[Method]) -> Any:
+    return method_cls.Config()
+
+
+def config_fields(method_cls: type[Method]) -> list[dataclasses.Field]:
+    return list(dataclasses.fields(method_cls.Config))

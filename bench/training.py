@@ -1,0 +1,74 @@
+"""Shared training utilities: early stopping with checkpoint selection on validation."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from bench.method import Context
+
+
+class Selection:
+    """Validate every ``eval_every`` epochs, keep the best state, stop after ``patience``
+    validations without improvement, and restore the best state at the end.
+
+    Records epoch timings and the validation curve in ``ctx.info``.
+    """
+
+    def __init__(self, ctx: Context, module: torch.nn.Module, epochs: int, patience: int, eval_every: int = 1):
+        self.ctx, self.module = ctx, module
+        self.epochs, self.patience, self.eval_every = epochs, patience, max(1, eval_every)
+        self.best_value = -math.inf
+        self.best_epoch = 0
+        self.best_state = None
+        self.bad = 0
+        self.epoch_seconds: list[float] = []
+        self.curve: list[tuple[int, float]] = []
+        self._t0 = 0.0
+        self.bar = tqdm(total=epochs, desc="train", disable=not ctx.progress or None, leave=False)
+
+    def __iter__(self):
+        for epoch in range(1, self.epochs + 1):
+            self.ctx.synchronize()
+            self._t0 = time.perf_counter()
+            yield epoch
+            if self._after(epoch):
+                break
+        self.finish()
+
+    def _after(self, epoch: int) -> bool:
+        self.ctx.synchronize()
+        self.epoch_seconds.append(time.perf_counter() - self._t0)
+        self.bar.update(1)
+        if epoch % self.eval_every and epoch != self.epochs:
+            return False
+        was_training = self.module.training
+        self.module.eval()
+        value = self.ctx.validate()[self.ctx.select_metric]
+        self.module.train(was_training)
+        self.curve.append((epoch, round(value, 6)))
+        self.bar.set_postfix({self.ctx.select_metric: f"{value:.4f}", "best": f"{max(value, self.best_value):.4f}"})
+        if value > self.best_value:
+            self.best_value, self.best_epoch, self.bad = value, epoch, 0
+            self.best_state = copy.deepcopy({k: v.detach().clone() for k, v in self.module.state_dict().items()})
+            return False
+        self.bad += 1
+        return self.bad >= self.patience
+
+    def finish(self) -> None:
+        self.bar.close()
+        if self.best_state is not None:
+            self.module.load_state_dict(self.best_state)
+        self.module.eval()
+        self.ctx.info.update(
+            epochs_run=len(self.epoch_seconds),
+            best_epoch=self.best_epoch,
+            epoch_seconds_mean=sum(self.epoch_seconds) / max(1, len(self.epoch_seconds)),
+            train_epochs_seconds_total=sum(self.epoch_seconds),
+            valid_curve=self.curve,
+            best_valid=self.best_value,
+        )

@@ -1,0 +1,13 @@
+"""Method implementations, one module per method, registered lazily by name.
+
+To add a method: write ``methods/<name>.py`` with a :class:`bench.method.Method` subclass
+and a ``@dataclass`` ``Config``, then register it below.
+"""
+
+from bench.registry import Registry
+
+METHODS: Registry = Registry("method")
+METHODS.register("pop", "methods.pop:Pop")
+METHODS.register("mf", "methods.mf:MF")
+METHODS.register("sasrec", "methods.sasrec:SASRec")
+METHODS.register("sasrec-ce", "methods.sasrec:SASRecCE")
