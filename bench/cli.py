@@ -132,7 +132,7 @@ def cmd_list(args) -> int:
     rows = []
     for name, spec in DATASETS.items():
         where = locate(name, data_dir)
-        counts = spec.expected
+        counts = spec.counts
         rows.append([name, "/".join(f"{c:,}" for c in counts) if counts else "?", f"{where[0]}: {where[1]}" if where else "not local (download or --data-dir)"])
     print(tabulate(rows, headers=["dataset", "users/items/interactions", "available"], tablefmt="simple"))
     return 0

@@ -61,6 +61,7 @@ class SASRecModel(torch.nn.Module):
         )
         self.last_norm = torch.nn.LayerNorm(d, eps=1e-8)
         self.scale = d**0.5
+        self.heads = cfg.heads
         causal = torch.triu(torch.ones(cfg.max_len, cfg.max_len, dtype=torch.bool), 1)
         self.register_buffer("causal", causal, persistent=False)
         for name, p in self.named_parameters():
@@ -70,12 +71,18 @@ class SASRecModel(torch.nn.Module):
             self.item.weight[0].zero_()
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        """``seq``: (B, L) shifted ids (0 = padding), right-aligned. Returns (B, L, d)."""
-        L = seq.shape[1]
+        """``seq``: (B, L) shifted ids (0 = padding), right-aligned, L <= max_len. Returns (B, L, d).
+
+        Attention is causal and never reads padded keys (each position may always read
+        itself), so the output does not depend on how much left padding a batch carries.
+        """
+        B, L = seq.shape
         keep = (seq > 0).unsqueeze(-1)
         x = self.item(seq) * self.scale + self.pos.weight[-L:].unsqueeze(0)
         x = self.drop(x) * keep
-        mask = self.causal[-L:, -L:]
+        blocked = self.causal[-L:, -L:].unsqueeze(0) | (seq == 0).unsqueeze(1)  # (B, L, L): True = may not attend
+        blocked = blocked & ~torch.eye(L, dtype=torch.bool, device=seq.device)
+        mask = blocked.repeat_interleave(self.heads, dim=0)
         for norm, attn, fnorm, ffn in zip(self.attn_norm, self.attn, self.ffn_norm, self.ffn):
             q = norm(x)
             a, _ = attn(q, x, x, attn_mask=mask, need_weights=False)
@@ -112,6 +119,8 @@ class SASRec(Method):
             self.model.train()
             for idx in shuffled_batches(len(inputs), cfg.batch_size, gen, dev):
                 seq, tgt = inputs[idx], targets[idx]
+                width = int((tgt >= 0).sum(1).max())  # drop columns that are padding in every row
+                seq, tgt = seq[:, -width:], tgt[:, -width:]
                 h = self.model(seq)
                 mask = tgt >= 0
                 h, pos = h[mask], tgt[mask]
@@ -130,10 +139,7 @@ class SASRec(Method):
                 opt.step()
 
     def score(self, batch: EvalBatch) -> torch.Tensor:
-        seq = batch.history + 1
-        if seq.shape[1] < self.config.max_len:  # keep positions aligned with training
-            seq = F.pad(seq, (self.config.max_len - seq.shape[1], 0))
-        h = self.model(seq)[:, -1]
+        h = self.model(batch.history + 1)[:, -1]
         return self.model.item_logits(h)
 
 
