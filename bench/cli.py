@@ -10,6 +10,15 @@ from bench.errors import UserError
 
 QUICK_METHODS = "pop,mf,sasrec,sasrec-ce"
 QUICK_DATASETS = "ml-100k"
+# `python -m bench run` without --methods/--datasets: the quick suite, with training
+# budgets capped so that it finishes in a few minutes on a laptop CPU.  The caps are the
+# lowest-priority config layer (a --config file or --set still wins) and, like every
+# option, are stored in each record's config.  Explicit runs use the methods' defaults.
+QUICK_PROFILE = {
+    "mf": {"epochs": 60},
+    "sasrec": {"epochs": 30},
+    "sasrec-ce": {"epochs": 20},
+}
 
 
 def _split_names(value: str, what: str) -> list[str]:
@@ -37,19 +46,32 @@ def cmd_run(args) -> int:
     from methods import METHODS
 
     # ---- validate everything before anything runs or is written ----------------------
+    quick = args.methods is None and args.datasets is None
+    if quick:
+        args.methods, args.datasets = QUICK_METHODS, QUICK_DATASETS
+    args.methods = args.methods or QUICK_METHODS
+    args.datasets = args.datasets or QUICK_DATASETS
     method_names = _split_names(args.methods, "methods")
     method_classes = [METHODS.get(name) for name in method_names]
     seeds = _seeds(args.seeds)
     device = resolve_device(args.device)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads {args.threads}: expected a positive integer")
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.select_metric not in METRIC_KEYS:
         raise UserError(f"--select-metric {args.select_metric!r}: expected one of {', '.join(METRIC_KEYS)}")
-    overrides = merge_overrides(load_config_file(args.config) if args.config else {}, parse_set_options(args.set or []))
-    for section in overrides:
+    overrides = merge_overrides(
+        QUICK_PROFILE if quick else {},
+        load_config_file(args.config) if args.config else {},
+        parse_set_options(args.set or []),
+    )
+    for section in overrides:  # every section, also of methods not run now: a typo is an error
         if section not in METHODS:
             raise did_you_mean(section, METHODS.names(), "method in --set/--config section")
-        if section in method_names:
-            cls = METHODS.get(section)
-            apply_overrides(cls.Config(), overrides[section], section)
+        apply_overrides(METHODS.get(section).Config(), overrides[section], section)
     data_dir = resolve_data_dir(args.data_dir)
     if args.datasets == "all":
         dataset_list, optional = dataset_names(), True
@@ -81,6 +103,8 @@ def cmd_run(args) -> int:
         overrides=overrides,
     )
     # ---- run -------------------------------------------------------------------------
+    if quick:
+        print(f"quick suite: {QUICK_METHODS} on {QUICK_DATASETS}, seed(s) {args.seeds}, epochs capped {QUICK_PROFILE}")
     done = skipped = 0
     for name, dataset in datasets.items():
         split = leave_one_out(dataset)
@@ -125,7 +149,7 @@ def cmd_list(args) -> int:
     for name in METHODS.names():
         cls = METHODS.get(name)
         doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
-        rows.append([name, cls.output, doc[0] if doc else ""])
+        rows.append([name, cls.output, cls.description or (doc[0] if doc else "")])
     print(tabulate(rows, headers=["method", "output", "description"], tablefmt="simple"))
     print()
     data_dir = resolve_data_dir(args.data_dir)
@@ -162,15 +186,23 @@ def cmd_compare(args) -> int:
     return 0 if ok else 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the option and where to look."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench", description="Generative-recommendation benchmark harness.")
-    sub = p.add_subparsers(dest="command")
+    p = _Parser(prog="python -m bench", description="Generative-recommendation benchmark harness.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     r = sub.add_parser("run", help="train and evaluate methods on datasets, one record per (dataset, method, seed)")
-    r.add_argument("--methods", default=QUICK_METHODS, help=f"comma-separated method names (default: {QUICK_METHODS})")
-    r.add_argument("--datasets", default=QUICK_DATASETS, help="comma-separated dataset names, or 'all' (default: ml-100k)")
+    r.add_argument("--methods", default=None, help=f"comma-separated method names (default: {QUICK_METHODS})")
+    r.add_argument("--datasets", default=None, help="comma-separated dataset names, or 'all' (default: ml-100k)")
     r.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     r.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    r.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice; use 1 per process when running several)")
     r.add_argument("--results-dir", default="results")
     r.add_argument("--data-dir", default=None, help="folder holding <dataset>/ source files (default: $BENCH_DATA_DIR)")
     r.add_argument("--cache-dir", default=None, help="canonical-data and download cache (default: $BENCH_CACHE_DIR or ./datasets/cache)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from bench.errors import UserError, did_you_mean
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin is typing.Union or origin is types.UnionType:  # Optional[X] and X | None
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             return None
@@ -46,9 +47,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return False
             raise ValueError(value)
         if tp is int:
-            if isinstance(value, float) and not value.is_integer():
+            if isinstance(value, bool):
                 raise ValueError(value)
-            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+            number = float(value) if isinstance(value, str) and "e" in value.lower() else value  # 1e3
+            if isinstance(number, float) and not number.is_integer():
+                raise ValueError(value)  # 2.5, 2.5e0: not an integer
+            return int(number)
         if tp is float:
             return float(value)
         if tp is str:
@@ -69,7 +73,10 @@ def apply_overrides(config: Any, overrides: dict[str, Any], section: str) -> Any
         if key not in fields:
             raise did_you_mean(key, fields, f"option of {section!r} (in {section}.{key})")
         changes[key] = _coerce(value, hints[key], f"option {section}.{key}")
-    return dataclasses.replace(config, **changes)
+    try:
+        return dataclasses.replace(config, **changes)  # runs the config's own checks (__post_init__)
+    except UserError as exc:
+        raise UserError(f"{section}: {exc}") from None
 
 
 def to_dict(config: Any) -> dict[str, Any]:

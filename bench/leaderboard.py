@@ -35,6 +35,11 @@ def _fmt(ms: tuple[float, float | None] | None, bold: bool, digits: int = 4) -> 
     return f"**{text}**" if bold else text
 
 
+def _count(value) -> str:
+    """``12,101``; ``?`` when a record does not say (``"?":,`` would raise)."""
+    return f"{value:,}" if isinstance(value, int) else "?"
+
+
 def _gpu_efficiency(records: list[Record]) -> tuple[str, str, str]:
     gpu = [r for r in records if r.data.get("provenance", {}).get("hardware", {}).get("gpu")]
     if len(gpu) != len(records):
@@ -73,11 +78,11 @@ def render_leaderboard(results_dir: Path) -> str:
     for dataset in sorted(by_dataset):
         methods = by_dataset[dataset]
         first = next(iter(methods.values()))[0].data.get("dataset_info", {})
-        fingerprints = sorted({r.data.get("provenance", {}).get("data_fingerprint") for rs in methods.values() for r in rs})
+        fingerprints = sorted({str(r.data.get("provenance", {}).get("data_fingerprint")) for rs in methods.values() for r in rs})
         lines.append(f"## {dataset}")
         lines.append("")
         lines.append(
-            f"{first.get('users', '?'):,} users, {first.get('items', '?'):,} items, {first.get('interactions', '?'):,} interactions; "
+            f"{_count(first.get('users'))} users, {_count(first.get('items'))} items, {_count(first.get('interactions'))} interactions; "
             f"data fingerprint {', '.join(str(f) for f in fingerprints)}"
             + (" (**differs between records**)" if len(fingerprints) > 1 else "")
             + "."

@@ -72,6 +72,7 @@ class Method(abc.ABC):
     plus ``score`` (for ``output = "scores"``) or ``recommend`` (for ``output = "lists"``)."""
 
     name: ClassVar[str] = ""
+    description: ClassVar[str] = ""  # one line for `python -m bench list`
     Config: ClassVar[type] = object
     output: ClassVar[str] = "scores"
 

@@ -42,7 +42,8 @@ def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor, tiebreak: tor
     ``scores``: (B, n_items); ``targets``: (B,); ``tiebreak``: (n_items,) from
     :func:`tiebreak_order`, on the same device.
     """
-    scores = scores.float()
+    if not scores.is_floating_point():
+        scores = scores.float()  # float64 stays float64: casting down would create ties
     if torch.isnan(scores).any():
         raise ValueError("a method returned NaN scores")
     rows = torch.arange(len(targets), device=scores.device)

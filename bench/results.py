@@ -60,8 +60,13 @@ def _clean(value):
 
 
 def write_record(path: Path, record: dict, ranks: np.ndarray, fingerprint: str) -> None:
-    """Write the per-user ranks, then the record; each atomically."""
+    """Write the per-user ranks, then the record; each atomically.
+
+    An existing record is removed first: were it kept, a failure between the two writes
+    would pair the old JSON with the new ranks and still look complete.
+    """
     rp = ranks_path(path)
+    path.unlink(missing_ok=True)
     _atomic(rp, lambda f: np.savez_compressed(f, ranks=np.asarray(ranks, dtype=np.uint8), fingerprint=np.array(fingerprint)))
     record = dict(record, per_user=rp.name, schema=SCHEMA_VERSION)
     text = json.dumps(_clean(record), indent=1, sort_keys=False) + "\n"

@@ -42,6 +42,7 @@ class MFModel(torch.nn.Module):
 
 class MF(Method):
     name = "mf"
+    description = "BPR matrix factorization"
     Config = MFConfig
     output = "scores"
 

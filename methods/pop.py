@@ -17,6 +17,7 @@ class PopConfig:
 
 class Pop(Method):
     name = "pop"
+    description = "Most popular items in training (a sanity floor)"
     Config = PopConfig
     output = "scores"
 

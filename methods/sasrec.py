@@ -40,6 +40,10 @@ class SASRecConfig:
     eval_every: int = 5
     loss: str = "bce"  # "bce" (one sampled negative per position) or "ce" (full softmax)
 
+    def __post_init__(self):
+        if self.loss not in ("bce", "ce"):
+            raise UserError(f"option loss: expected 'bce' or 'ce', got {self.loss!r}")
+
 
 class SASRecModel(torch.nn.Module):
     def __init__(self, n_items: int, cfg: SASRecConfig):
@@ -96,12 +100,11 @@ class SASRecModel(torch.nn.Module):
 
 class SASRec(Method):
     name = "sasrec"
+    description = "SASRec, binary cross-entropy with one sampled negative (as in the papers' tables)"
     Config = SASRecConfig
     output = "scores"
 
     def __init__(self, config, data, ctx):
-        if config.loss not in ("bce", "ce"):
-            raise UserError(f"option {self.name}.loss: expected 'bce' or 'ce', got {config.loss!r}")
         super().__init__(config, data, ctx)
         self.model = SASRecModel(data.n_items, config).to(self.device)
 
@@ -150,4 +153,5 @@ class SASRecCEConfig(SASRecConfig):
 
 class SASRecCE(SASRec):
     name = "sasrec-ce"
+    description = "SASRec, full softmax cross-entropy over the catalog"
     Config = SASRecCEConfig

@@ -1,0 +1,132 @@
+"""Shared fixtures: a tiny synthetic dataset and split, tiny method configs, a registered
+tiny dataset on disk for the CLI.  Nothing here touches the network or shared data."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench.data import registry
+from bench.data.canonical import Dataset, RawData, canonicalize
+from bench.runner import RunConfig
+from bench.split import Split, leave_one_out
+from methods import METHODS
+
+# Small models and few epochs so every method fits in about a second on a busy CPU.
+TINY_OVERRIDES: dict[str, dict] = {
+    "pop": {},
+    "mf": {"dim": 16, "epochs": 3, "eval_every": 1, "patience": 2, "batch_size": 64},
+    "sasrec": {"hidden": 16, "layers": 1, "max_len": 8, "epochs": 3, "eval_every": 1, "patience": 2, "batch_size": 32},
+    "sasrec-ce": {"hidden": 16, "layers": 1, "max_len": 8, "epochs": 3, "eval_every": 1, "patience": 2, "batch_size": 32},
+}
+# Applied to a method not listed above, for whichever of these fields its Config has, so a
+# newly registered method still runs small (and with no such fields it runs with {}).
+GENERIC_TINY = {
+    "epochs": 2, "eval_every": 1, "patience": 1, "hidden": 16, "dim": 16, "d_model": 16, "layers": 1,
+    "num_layers": 1, "heads": 1, "max_len": 8, "batch_size": 32, "beam": 100,
+}  # fmt: skip
+
+
+def tiny_overrides(method_cls) -> dict:
+    if method_cls.name in TINY_OVERRIDES:
+        return dict(TINY_OVERRIDES[method_cls.name])
+    fields = {f.name for f in dataclasses.fields(method_cls.Config)} if dataclasses.is_dataclass(method_cls.Config) else set()
+    return {k: v for k, v in GENERIC_TINY.items() if k in fields}
+
+
+def make_raw(n_users: int = 40, n_items: int = 30, seed: int = 0, min_len: int = 4, max_len: int = 11) -> RawData:
+    """Users walk the catalog in steps of 1 or 2 (a learnable sequential pattern), no
+    repeats within a user; two extra users have 1 and 2 items (trained on, not evaluated)."""
+    rng = np.random.default_rng(seed)
+    sequences: dict[str, list[str]] = {}
+    for u in range(n_users):
+        length = int(rng.integers(min_len, max_len + 1))
+        start = int(rng.integers(n_items))
+        steps = np.cumsum(rng.integers(1, 3, size=length)) - 1
+        sequences[f"u{u:03d}"] = [f"i{(start + int(s)) % n_items:03d}" for s in steps]
+    sequences["zshort1"] = ["i000"]
+    sequences["zshort2"] = ["i001", "i002"]
+    items = sorted({i for seq in sequences.values() for i in seq})
+    return RawData(
+        sequences=sequences,
+        item_text={i: {"title": f"Item {i}", "brand": f"Brand {int(i[1:]) % 3}"} for i in items},
+        item_value={i: float(int(i[1:]) % 7 + 1) for i in items},
+        value_field="price",
+        text_fields=("title", "brand"),
+        source="synthetic (tests/conftest.py)",
+    )
+
+
+@pytest.fixture
+def tiny_dataset() -> Dataset:
+    return canonicalize("tiny", make_raw())
+
+
+@pytest.fixture
+def tiny_split(tiny_dataset: Dataset) -> Split:
+    return leave_one_out(tiny_dataset)
+
+
+@pytest.fixture
+def run_cfg(tmp_path: Path):
+    """``run_cfg(**changes)`` -> a quiet CPU RunConfig writing under tmp_path/results, with tiny
+    overrides for every registered method (``cfg.overrides[name]``)."""
+
+    def make(**changes) -> RunConfig:
+        overrides = {name: tiny_overrides(METHODS.get(name)) for name in METHODS.names()}
+        base = dict(results_dir=tmp_path / "results", device="cpu", progress=False, eval_batch_size=16, overrides=overrides)
+        base.update(changes)
+        return RunConfig(**base)
+
+    return make
+
+
+@pytest.fixture
+def single_thread():
+    """One intra-op thread while a test runs (then the previous count again).  The models
+    here are tiny: extra threads only add synchronisation, and on busy shared cores OpenMP's
+    spinning turns a 0.1 s fit into 5 s or more.  Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("single_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Never read the user's data or cache directories."""
+    monkeypatch.delenv(registry.DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv(registry.CACHE_DIR_ENV, str(tmp_path / "env-cache"))
+
+
+def write_p5_folder(folder: Path, raw: RawData) -> None:
+    """Write ``raw`` as a P5 copy (sequential_data.txt + datamaps.json + items.csv)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    users = sorted(raw.sequences)
+    items = sorted({i for s in raw.sequences.values() for i in s})
+    item_no = {item: k for k, item in enumerate(items, 1)}
+    lines = [f"{u} {' '.join(str(item_no[i]) for i in raw.sequences[user])}" for u, user in enumerate(users, 1)]
+    (folder / "sequential_data.txt").write_text("\n".join(lines) + "\n")
+    maps = {"id2user": {str(u): user for u, user in enumerate(users, 1)}, "id2item": {str(k): i for i, k in item_no.items()}}
+    (folder / "datamaps.json").write_text(json.dumps(maps))
+    csv = ["item_id,asin,title"] + [f"{k},{i},Item {i}" for i, k in item_no.items()]
+    (folder / "items.csv").write_text("\n".join(csv) + "\n")
+
+
+@pytest.fixture
+def registered_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """Dataset 'tinyds' registered for the CLI, as a P5 folder under tmp_path/data."""
+    raw = make_raw(n_users=30)
+    data_dir = tmp_path / "data"
+    write_p5_folder(data_dir / "tinyds", raw)
+    n_items = len({i for s in raw.sequences.values() for i in s})
+    counts = registry.Counts(len(raw.sequences), n_items, sum(len(s) for s in raw.sequences.values()))
+    spec = registry.DatasetSpec("tinyds", "tiny test data", counts, "tinyds", (registry.P5_LAYOUT,))
+    monkeypatch.setitem(registry.DATASETS, "tinyds", spec)
+    return {"data": data_dir, "cache": tmp_path / "cache", "results": tmp_path / "results"}

@@ -1,0 +1,41 @@
+"""Regression tracking: re-run the quick default suite (ml-100k, seeded, CPU) and compare
+it with the stored reference records in tests/reference/quick with `bench compare`.
+
+Regenerate the reference after an intended change of results with::
+
+    python -m bench run --results-dir tests/reference/quick --device cpu --quiet --overwrite
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.compare import DEFAULT_TOLERANCE, compare, parse_tolerances
+from bench.results import load_records
+
+REFERENCE = Path(__file__).parent / "reference" / "quick"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("recbole") is None, reason="the ml-100k copy ships in the recbole wheel"),
+]
+
+
+def test_reference_covers_the_quick_suite():
+    from bench.cli import QUICK_DATASETS, QUICK_METHODS
+
+    keys = {r.key for r in load_records(REFERENCE)}
+    assert keys == {(QUICK_DATASETS, m, 0) for m in QUICK_METHODS.split(",")}
+
+
+def test_quick_suite_matches_reference(tmp_path, capsys):
+    out = tmp_path / "results"
+    rc = main(["run", "--results-dir", str(out), "--device", "cpu", "--quiet", "--cache-dir", str(tmp_path / "cache")])
+    assert rc == 0
+    ok, table = compare(REFERENCE, out, parse_tolerances([]))
+    print(table)
+    assert ok, f"the quick suite regressed beyond tolerance {DEFAULT_TOLERANCE}:\n{table}"
