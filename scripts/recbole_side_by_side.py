@@ -489,10 +489,10 @@ def markdown_report(rows, rec, ours, args, command, device_name, epochs, capped)
         "",
         render(rows, "github"),
         "",
-        f"Test metrics on the identical leave-one-out split ({rec['split_check']['test_pairs']} test users, full-catalog "
+        (f"Test metrics on the identical leave-one-out split ({rec['split_check']['test_pairs']} test users, full-catalog "
         f"ranking, no history masking). {cap} Validation every {args.eval_every} epochs, stop after {args.patience} "
         f"validations without improvement, best checkpoint on validation NDCG@10. Seconds per epoch: training pass "
-        f"only (no validation), mean over the epochs run; RecBole / ours = {ratio:.1f}x.",
+        f"only (no validation), mean over the epochs run; RecBole / ours = {ratio:.1f}x."),
     ]
     if device_name.startswith("CPU"):
         lines.append(
@@ -502,21 +502,21 @@ def markdown_report(rows, rec, ours, args, command, device_name, epochs, capped)
     h = rec["harness"]
     lines += [
         "",
-        f"- Split check: passed. RecBole's test and validation (user, target) pairs equal `leave_one_out(dataset)` "
+        (f"- Split check: passed. RecBole's test and validation (user, target) pairs equal `leave_one_out(dataset)` "
         f"({rec['split_check']['test_pairs']} / {rec['split_check']['valid_pairs']}), its histories equal ours cut to "
         f"the last {MAX_LEN} items, and its {rec['split_check']['train_samples']:,} training samples have exactly our "
-        "training targets.",
-        f"- RecBole's model scored by our metric code (seeded tie-break): NDCG@10 {h['ndcg@10']:.4f}, "
-        f"Recall@10 {h['recall@10']:.4f} (RecBole's evaluator: {rec['ndcg@10']:.4f} / {rec['recall@10']:.4f}).",
-        f"- Parameters: RecBole {rec['params']:,}, ours {ours['params']:,}. Best validation NDCG@10: RecBole "
+        "training targets."),
+        (f"- RecBole's model scored by our metric code (seeded tie-break): NDCG@10 {h['ndcg@10']:.4f}, "
+        f"Recall@10 {h['recall@10']:.4f} (RecBole's evaluator: {rec['ndcg@10']:.4f} / {rec['recall@10']:.4f})."),
+        (f"- Parameters: RecBole {rec['params']:,}, ours {ours['params']:,}. Best validation NDCG@10: RecBole "
         f"{rec['best_valid']:.4f}, ours {ours['best_valid']:.4f}. Fit time incl. validation: RecBole "
-        f"{rec['fit_seconds']:.0f} s, ours {ours['fit_seconds']:.0f} s.",
-        "- Train batch: RecBole trains one sample per prefix (augmentation, loss at the last position), ours one "
+        f"{rec['fit_seconds']:.0f} s, ours {ours['fit_seconds']:.0f} s."),
+        ("- Train batch: RecBole trains one sample per prefix (augmentation, loss at the last position), ours one "
         "window of up to 50 targets per row (loss at every position); both see every training target once per epoch. "
-        "Other unmatched details (post-LN vs pre-LN block, initialisation, Adam betas) are listed in the script's docstring.",
-        f"- Versions: recbole {versions.get('recbole')}, torch {versions.get('torch')}, numpy {versions.get('numpy')}, "
+        "Other unmatched details (post-LN vs pre-LN block, initialisation, Adam betas) are listed in the script's docstring."),
+        (f"- Versions: recbole {versions.get('recbole')}, torch {versions.get('torch')}, numpy {versions.get('numpy')}, "
         f"scipy {versions.get('scipy')}, pandas {versions.get('pandas')}; code {(git.get('git_sha') or '?')[:10]}"
-        f"{' (dirty)' if git.get('git_dirty') else ''}; seed {args.seed}; device {device_name}.",
+        f"{' (dirty)' if git.get('git_dirty') else ''}; seed {args.seed}; device {device_name}."),
         "",
     ]
     return "\n".join(lines)

@@ -3,7 +3,9 @@ it with the stored reference records in tests/reference/quick with `bench compar
 
 Regenerate the reference after an intended change of results with::
 
-    python -m bench run --results-dir tests/reference/quick --device cpu --quiet --overwrite
+    python -m bench run --results-dir tests/reference/quick --device cpu --threads 1 --quiet --overwrite
+
+One thread makes the CPU arithmetic independent of the machine's core count.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.cli import main
 from bench.compare import DEFAULT_TOLERANCE, compare, parse_tolerances
@@ -33,8 +36,13 @@ def test_reference_covers_the_quick_suite():
 
 
 def test_quick_suite_matches_reference(tmp_path, capsys):
+    threads = torch.get_num_threads()
     out = tmp_path / "results"
-    rc = main(["run", "--results-dir", str(out), "--device", "cpu", "--quiet", "--cache-dir", str(tmp_path / "cache")])
+    argv = ["run", "--results-dir", str(out), "--device", "cpu", "--threads", "1", "--quiet", "--cache-dir", str(tmp_path / "cache")]
+    try:
+        rc = main(argv)
+    finally:
+        torch.set_num_threads(threads)
     assert rc == 0
     ok, table = compare(REFERENCE, out, parse_tolerances([]))
     print(table)
