@@ -99,6 +99,7 @@ def cmd_run(args) -> int:
         select_metric=args.select_metric,
         eval_batch_size=args.eval_batch_size,
         overwrite=args.overwrite,
+        mask_history=args.mask_history,
         progress=sys.stderr.isatty() and not args.quiet,
         overrides=overrides,
     )
@@ -110,7 +111,7 @@ def cmd_run(args) -> int:
         split = leave_one_out(dataset)
         for cls in method_classes:
             for seed in seeds:
-                path = record_path(cfg.results_dir, name, cls.name, seed)
+                path = record_path(cfg.results_dir, name, cls.name, seed, cfg.variant)
                 if is_complete(path) and not cfg.overwrite:
                     skipped += 1
                     print(f"[{name} {cls.name} seed {seed}] exists, skipped ({path}; --overwrite to redo)")
@@ -211,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", default=None, help="TOML or JSON file with one table of options per method")
     r.add_argument("--select-metric", default="ndcg@10", help="validation metric for early stopping (default: ndcg@10)")
     r.add_argument("--eval-batch-size", type=int, default=1024)
+    r.add_argument("--mask-history", action="store_true",
+                   help="protocol variant: remove each user's history items from every method's ranking (results kept apart under <dataset>@mask-history)")
     r.add_argument("--overwrite", action="store_true", help="redo runs whose record exists")
     r.add_argument("--leaderboard", nargs="?", const="leaderboard.md", default=None, help="regenerate this leaderboard file afterwards")
     r.add_argument("--quiet", action="store_true", help="no progress bars")

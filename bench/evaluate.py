@@ -28,10 +28,13 @@ class Evaluator:
     """Evaluates one method on one :class:`EvalSet`, batch by batch on the method's device.
 
     Histories are materialised once, right-aligned and capped at the method's history cap,
-    and moved to the device; targets stay here and never reach the method.
+    and moved to the device; targets stay here and never reach the method.  With
+    ``mask_history`` every item of a user's (uncapped) history is removed from the ranking,
+    for every method alike: scores are set to -inf, list entries dropped.
     """
 
-    def __init__(self, evalset: EvalSet, method: Method, tiebreak: torch.Tensor, batch_size: int, progress: bool, desc: str):
+    def __init__(self, evalset: EvalSet, method: Method, tiebreak: torch.Tensor, batch_size: int, progress: bool, desc: str,
+                 mask_history: bool = False):
         self.method, self.batch_size, self.progress, self.desc = method, batch_size, progress, desc
         device = method.device
         cap = method.history_cap
@@ -42,6 +45,16 @@ class Evaluator:
         self.users = torch.from_numpy(evalset.input.users.astype(np.int64)).to(device)
         self.targets = torch.from_numpy(evalset.targets).to(device)
         self.tiebreak = tiebreak.to(device)
+        self.mask_history = mask_history
+        if mask_history:  # (row, item) pairs of every history, CSR-sliced per batch
+            self.hist_offsets = torch.from_numpy(hist.offsets).to(device)
+            self.hist_items = torch.from_numpy(hist.items.astype(np.int64)).to(device)
+
+    def _history_pairs(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        lo, hi = int(self.hist_offsets[start]), int(self.hist_offsets[stop])
+        counts = self.hist_offsets[start + 1 : stop + 1] - self.hist_offsets[start:stop]
+        rows = torch.repeat_interleave(torch.arange(stop - start, device=counts.device), counts)
+        return rows, self.hist_items[lo:hi]
 
     @torch.no_grad()
     def run(self) -> EvalOutput:
@@ -61,9 +74,17 @@ class Evaluator:
                 scores = method.score(batch)
                 if scores.shape != (len(batch.users), method.data.n_items):
                     raise ValueError(f"{method.name}.score returned shape {tuple(scores.shape)}, expected ({len(batch.users)}, {method.data.n_items})")
+                if self.mask_history:
+                    scores = scores.float().clone()
+                    scores[self._history_pairs(start, start + len(batch.users))] = -torch.inf
                 ranks[sl] = ranks_from_scores(scores, self.targets[sl], self.tiebreak)
             else:
                 lists = method.recommend(batch, MAX_RANK)
+                if self.mask_history:
+                    rows, items = self._history_pairs(start, start + len(batch.users))
+                    seen = torch.zeros(len(batch.users), method.data.n_items, dtype=torch.bool, device=lists.device)
+                    seen[rows, items] = True
+                    lists = torch.where((lists >= 0) & seen.gather(1, lists.clamp_min(0)), -1, lists)
                 r, n_unique, n_dup = ranks_from_lists(lists, self.targets[sl])
                 ranks[sl] = r
                 short += int((n_unique < MAX_RANK).sum())

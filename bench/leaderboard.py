@@ -59,7 +59,7 @@ def render_leaderboard(results_dir: Path) -> str:
     records = load_records(results_dir)
     by_dataset: dict[str, dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
     for rec in records:
-        by_dataset[rec.data["dataset"]][rec.data["method"]].append(rec)
+        by_dataset[rec.table][rec.data["method"]].append(rec)
 
     lines = [
         BANNER,
@@ -81,6 +81,10 @@ def render_leaderboard(results_dir: Path) -> str:
         fingerprints = sorted({str(r.data.get("provenance", {}).get("data_fingerprint")) for rs in methods.values() for r in rs})
         lines.append(f"## {dataset}")
         lines.append("")
+        if "@mask-history" in dataset:
+            lines.append("Protocol variant: every user's history items are removed from the ranking, for every method alike "
+                         "(as in RecBole's default evaluation of general recommenders); not comparable with the unmasked table.")
+            lines.append("")
         lines.append(
             f"{_count(first.get('users'))} users, {_count(first.get('items'))} items, {_count(first.get('interactions'))} interactions; "
             f"data fingerprint {', '.join(str(f) for f in fingerprints)}"

@@ -5,6 +5,9 @@ Layout::
     results/<dataset>/<method>/seed<k>.json        the record (written last, atomically)
     results/<dataset>/<method>/seed<k>.ranks.npz   per-user target rank in the top 100 (0 = absent)
 
+Records of a protocol variant (e.g. ``--mask-history``) live under ``<dataset>@<variant>/``
+so that they are never mixed with, or averaged into, the default protocol's numbers.
+
 A record exists only once both files were completely written, so an interrupted run
 leaves nothing behind and a re-run resumes by skipping the records that exist.
 """
@@ -24,8 +27,13 @@ from bench.errors import UserError
 SCHEMA_VERSION = 1
 
 
-def record_path(results_dir: Path, dataset: str, method: str, seed: int) -> Path:
-    return Path(results_dir) / dataset / method / f"seed{seed}.json"
+def table_name(dataset: str, variant: str = "") -> str:
+    """The leaderboard table / results folder of a dataset under a protocol variant."""
+    return f"{dataset}@{variant}" if variant else dataset
+
+
+def record_path(results_dir: Path, dataset: str, method: str, seed: int, variant: str = "") -> Path:
+    return Path(results_dir) / table_name(dataset, variant) / method / f"seed{seed}.json"
 
 
 def ranks_path(record: Path) -> Path:
@@ -89,8 +97,12 @@ class Record:
     data: dict
 
     @property
+    def table(self) -> str:
+        return table_name(self.data["dataset"], self.data.get("protocol", {}).get("variant", ""))
+
+    @property
     def key(self) -> tuple[str, str, int]:
-        return self.data["dataset"], self.data["method"], int(self.data["seed"])
+        return self.table, self.data["method"], int(self.data["seed"])
 
     def ranks(self) -> np.ndarray:
         with np.load(ranks_path(self.path)) as z:

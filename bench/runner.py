@@ -26,7 +26,6 @@ PROTOCOL = {
     "split": "leave-one-out (last item test, second-to-last validation)",
     "ranking": "full catalog",
     "tie_break": "seeded random order",
-    "history_masking": False,
     "max_rank": MAX_RANK,
 }
 
@@ -37,9 +36,14 @@ class RunConfig:
     device: str = "auto"
     select_metric: str = "ndcg@10"
     eval_batch_size: int = 1024
+    mask_history: bool = False  # protocol variant: never rank a user's history items (all methods alike)
     overwrite: bool = False
     progress: bool = True
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def variant(self) -> str:
+        return "mask-history" if self.mask_history else ""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -114,13 +118,13 @@ def build_method(method_cls: type[Method], split: Split, seed: int, cfg: RunConf
     data = TrainData(split.train, split.n_users, split.n_items, split.dataset.item_text, split.dataset.item_value, split.dataset.name)
     seed_everything(ctx.seed)
     method = method_cls(config, data, ctx)
-    holder["valid"] = Evaluator(split.valid, method, tiebreak, cfg.eval_batch_size, cfg.progress, "valid")
+    holder["valid"] = Evaluator(split.valid, method, tiebreak, cfg.eval_batch_size, cfg.progress, "valid", cfg.mask_history)
     return method, {"tiebreak": tiebreak, "config": config}
 
 
 def run_one(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig) -> Path:
     """Train, select on validation, evaluate on test once, write the record. Returns its path."""
-    path = record_path(cfg.results_dir, split.dataset.name, method_cls.name, seed)
+    path = record_path(cfg.results_dir, split.dataset.name, method_cls.name, seed, cfg.variant)
     if is_complete(path) and not cfg.overwrite:
         return path
     if cfg.select_metric not in METRIC_KEYS:
@@ -136,7 +140,7 @@ def run_one(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig) -
         ctx.synchronize()
         fit_seconds = time.perf_counter() - t0
         valid_metrics = ctx.validate()
-        test = Evaluator(split.test, method, parts["tiebreak"], cfg.eval_batch_size, cfg.progress, "test").run()
+        test = Evaluator(split.test, method, parts["tiebreak"], cfg.eval_batch_size, cfg.progress, "test", cfg.mask_history).run()
         memory = mem.read()
     metrics = summarize(test.ranks)
     efficiency = {
@@ -161,6 +165,8 @@ def run_one(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig) -
         "protocol": {
             **PROTOCOL,
             "history_cap": method.history_cap,
+            "history_masking": cfg.mask_history,
+            "variant": cfg.variant,
             "select_metric": cfg.select_metric,
             "users_evaluated": test.users,
             "output": method.output,
