@@ -70,6 +70,7 @@ def render_leaderboard(results_dir: Path) -> str:
         "seeded random tie-break, no history masking; hyperparameters and checkpoint selected on validation only, test evaluated once. "
         "Cells are mean ± sample standard deviation over seeds (n = number of seeds); **bold** = best mean in the column; "
         f"{MISSING} = missing for at least one seed (never averaged over what exists). "
+        "Epochs (best) = epochs trained and the epoch selected on validation, per seed. "
         "Efficiency (seconds per training epoch, test users per second) is reported only for runs on a GPU, which is named.",
         "",
     ]
@@ -102,12 +103,14 @@ def render_leaderboard(results_dir: Path) -> str:
             rs = methods[m]
             caps = sorted({str(r.data.get("protocol", {}).get("history_cap")) for r in rs})
             epoch, tput, device = _gpu_efficiency(rs)
+            eff = [r.data.get("efficiency", {}) for r in rs]
+            trained = sorted({f"{e.get('epochs_run', '?')} ({e.get('best_epoch', '?')})" for e in eff})
             rows.append(
                 [m, len(rs)]
                 + [_fmt(stats[m][k], stats[m][k] is not None and stats[m][k][0] == best[k]) for k in METRIC_KEYS]
-                + [",".join(caps), epoch, tput, device]
+                + [",".join(caps), ", ".join(trained), epoch, tput, device]
             )
-        headers = ["method", "n"] + list(METRIC_KEYS) + ["history cap", "s/epoch", "test users/s", "device"]
+        headers = ["method", "n"] + list(METRIC_KEYS) + ["history cap", "epochs (best)", "s/epoch", "test users/s", "device"]
         lines.append(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
