@@ -21,11 +21,11 @@ from bench.training import Selection
 @dataclass
 class MFConfig:
     dim: int = 64
-    lr: float = 1e-3
+    lr: float = 5e-3  # on Beauty (masked validation) 5e-3 reaches in 60 epochs what 1e-3 reaches in 100; 2e-2 overfits
     weight_decay: float = 0.0
     reg: float = 1e-4  # L2 on the embeddings of each batch's triples
     batch_size: int = 4096
-    epochs: int = 300
+    epochs: int = 200
     patience: int = 10
     eval_every: int = 5
     max_len: int = 0  # MF reads no history at test time: the user embedding carries it
