@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 
@@ -54,7 +53,7 @@ class Selection:
         self.bar.set_postfix({self.ctx.select_metric: f"{value:.4f}", "best": f"{max(value, self.best_value):.4f}"})
         if value > self.best_value:
             self.best_value, self.best_epoch, self.bad = value, epoch, 0
-            self.best_state = copy.deepcopy({k: v.detach().clone() for k, v in self.module.state_dict().items()})
+            self.best_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
             return False
         self.bad += 1
         return self.bad >= self.patience
