@@ -10,7 +10,7 @@ metrics on the validation split.  See ``methods/pop.py`` for the smallest exampl
 from __future__ import annotations
 
 import abc
-import dataclasses
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -50,7 +50,7 @@ class Context:
 
     def numpy_rng(self, *names: str) -> np.random.Generator:
         """A generator seeded from (run seed, names), independent across names."""
-        return np.random.default_rng(np.random.SeedSequence([self.seed, *[_stable_hash(n) for n in names]]))
+        return np.random.default_rng(seed_sequence(self.seed, *names))
 
     def torch_generator(self, *names: str) -> torch.Generator:
         seed = int(self.numpy_rng(*names).integers(2**62))
@@ -61,10 +61,9 @@ class Context:
             torch.cuda.synchronize(self.device)
 
 
-def _stable_hash(name: str) -> int:
-    import zlib
-
-    return zlib.crc32(name.encode())
+def seed_sequence(seed: int, *names: str) -> np.random.SeedSequence:
+    """Independent, reproducible seed material for (seed, names): stable across runs and machines."""
+    return np.random.SeedSequence([seed, *[zlib.crc32(n.encode()) for n in names]])
 
 
 class Method(abc.ABC):
@@ -113,11 +112,3 @@ class Method(abc.ABC):
     def eval(self) -> None:
         for m in self.modules():
             m.eval()
-
-
-def default_config(method_cls: type[Method]) -> Any:
-    return method_cls.Config()
-
-
-def config_fields(method_cls: type[Method]) -> list[dataclasses.Field]:
-    return list(dataclasses.fields(method_cls.Config))

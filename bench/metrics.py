@@ -96,7 +96,3 @@ def summarize(ranks: np.ndarray) -> dict[str, float]:
     if len(ranks) == 0:
         return {k: math.nan for k in METRIC_KEYS}
     return {k: float(v.mean()) for k, v in per_user(ranks).items()}
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric.split("@")[0] in ("recall", "ndcg", "hit")

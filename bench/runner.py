@@ -17,7 +17,7 @@ from bench import provenance
 from bench.config import apply_overrides, to_dict
 from bench.errors import UserError
 from bench.evaluate import Evaluator
-from bench.method import Context, Method, TrainData
+from bench.method import Context, Method, TrainData, seed_sequence
 from bench.metrics import MAX_RANK, METRIC_KEYS, summarize, tiebreak_order
 from bench.results import is_complete, record_path, write_record
 from bench.split import Split
@@ -63,10 +63,7 @@ def seed_everything(seed: int) -> None:
 
 
 def derive_seed(seed: int, *names: str) -> int:
-    import zlib
-
-    ss = np.random.SeedSequence([seed, *[zlib.crc32(n.encode()) for n in names]])
-    return int(ss.generate_state(1, dtype=np.uint64)[0] % 2**62)
+    return int(seed_sequence(seed, *names).generate_state(1, dtype=np.uint64)[0] % 2**62)
 
 
 class PeakMemory:
