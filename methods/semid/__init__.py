@@ -1,0 +1,11 @@
+"""Semantic-ID building blocks shared by every generative method (TIGER, LETTER, P5-CID,
+LC-Rec, BLOGER, UniVA), each written once in its own module:
+
+* ``ids``      -- :class:`SemanticIDs`, the item -> code-tuple table every block speaks;
+* ``text``     -- item text template and sentence embeddings, cached per (dataset, encoder, template);
+* ``rqvae``    -- the RQ-VAE tokenizer (k-means init, collision handling, external indices);
+* ``seq2seq``  -- the T5-style encoder-decoder recommender;
+* ``beam``     -- the prefix trie as tensors and the batched constrained beam search.
+
+Codebook utilization is a harness metric and lives in :mod:`bench.codebook`.
+"""
