@@ -28,6 +28,7 @@ class TrainData:
     item_text: dict[str, list[str]]  # field -> per-item text
     item_value: np.ndarray | None
     dataset: str
+    item_ids: np.ndarray | None = None  # original item id strings (ASIN, ...), index = item; for mapping external indices, never a feature
 
 
 @dataclass

@@ -112,7 +112,8 @@ def build_method(method_cls: type[Method], split: Split, seed: int, cfg: RunConf
 
     ctx = Context(device=device, seed=derive_seed(seed, split.dataset.name, method_cls.name), validate=validate,
                   select_metric=cfg.select_metric, progress=cfg.progress)
-    data = TrainData(split.train, split.n_users, split.n_items, split.dataset.item_text, split.dataset.item_value, split.dataset.name)
+    data = TrainData(split.train, split.n_users, split.n_items, split.dataset.item_text, split.dataset.item_value, split.dataset.name,
+                     split.dataset.item_ids)
     seed_everything(ctx.seed)
     method = method_cls(config, data, ctx)
     holder["valid"] = Evaluator(split.valid, method, tiebreak, cfg.eval_batch_size, cfg.progress, "valid", cfg.mask_history)
