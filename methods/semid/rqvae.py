@@ -1,0 +1,419 @@
+"""The RQ-VAE tokenizer (TIGER, LETTER, LC-Rec, BLOGER) and indices given from outside.
+
+Model: an MLP encoder maps an item's text embedding to a small latent z (32 dims by
+default); ``levels`` codebooks of ``codebook_size`` codes quantize it residually
+(r_0 = z, code_l = argmin_c ||r_l - e_l,c||, r_{l+1} = r_l - e_l,code_l); a mirrored MLP
+decoder reconstructs the embedding from the sum of the chosen codewords (straight-through
+gradient to z). Loss per item = ||x - x_hat||^2 summed over dimensions (a per-dimension mean
+lets the codebook collapse) + sum over levels of ||sg[r_l] - e_l||^2 + beta ||r_l - sg[e_l]||^2,
+averaged over the batch. Codebooks start from k-means (scikit-learn, seeded) on the residuals
+of all items (or of the first batch), level by level, with the untrained encoder.
+
+Collisions (several items with one code tuple), ``RQVAEConfig.collisions``:
+
+* ``"count"`` (TIGER): append a level whose code numbers the items within each group of
+  identical tuples (0, 1, ...), so every item's ID is unique; its size = the largest group.
+* ``"sinkhorn"`` (LETTER, LC-Rec): re-assign the last level of each colliding group by a
+  Sinkhorn-Knopp assignment with uniform marginals over that level's (centred) codeword
+  distances, repeated until no collisions remain or ``sinkhorn_rounds`` is reached (exact
+  duplicates, e.g. items with identical text, can remain; the count is recorded).
+* ``"none"``: keep the tuples as they are.
+
+Extra tokenizer losses (LETTER's collaborative and diversity regularizers) plug in through
+``extra_loss``: a callable ``extra_loss(step: Step) -> Tensor`` added to the loss of every
+batch; if it has a method ``start_epoch(epoch, model)``, that is called before each epoch
+(e.g. to re-cluster the codebooks).
+
+:func:`external_index` reads an index made elsewhere (LETTER's released ``X.index.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.errors import UserError
+from bench.method import TrainData
+from methods.semid.ids import SemanticIDs
+
+COLLISIONS = ("count", "sinkhorn", "none")
+KMEANS_ON = ("all", "first_batch")
+
+
+@dataclass
+class RQVAEConfig:
+    latent_dim: int = 32
+    hidden: tuple[int, ...] = (512, 256, 128)  # encoder widths (TIGER); the decoder mirrors them
+    levels: int = 3  # semantic levels (TIGER 3; LETTER / LC-Rec / BLOGER 4)
+    codebook_size: int = 256
+    beta: float = 0.25  # commitment weight
+    dropout: float = 0.0
+    lr: float = 1e-3  # AdamW (LETTER: lr 1e-3, weight decay 1e-4, batch 1024)
+    weight_decay: float = 1e-4
+    batch_size: int = 1024  # 0 = full batch
+    epochs: int = 20000  # LETTER's and TIGER's tokenizer run 20k epochs; lower it on CPU
+    kmeans_init: bool = True
+    kmeans_on: str = "all"  # all | first_batch: the items whose residuals initialise the codebooks
+    kmeans_iters: int = 100
+    collisions: str = "count"  # count (TIGER) | sinkhorn (LETTER, LC-Rec) | none
+    sinkhorn_epsilon: float = 0.003  # LETTER's last-level epsilon
+    sinkhorn_iters: int = 50
+    sinkhorn_rounds: int = 20
+    log_every: int = 100  # epochs between entries of info["loss_curve"]
+
+    def check(self) -> None:
+        if self.collisions not in COLLISIONS:
+            raise UserError(f"rqvae collisions must be one of {', '.join(COLLISIONS)}, got {self.collisions!r}")
+        if self.kmeans_on not in KMEANS_ON:
+            raise UserError(f"rqvae kmeans_on must be one of {', '.join(KMEANS_ON)}, got {self.kmeans_on!r}")
+        for name in ("latent_dim", "levels", "codebook_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise UserError(f"rqvae {name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < 0:
+            raise UserError(f"rqvae batch_size must be >= 0 (0 = full batch), got {self.batch_size}")
+
+
+@dataclass
+class Step:
+    """What an extra loss sees for one batch."""
+
+    epoch: int
+    index: torch.Tensor  # (B,) item indices of the batch
+    x: torch.Tensor  # (B, d_in) input embeddings
+    z: torch.Tensor  # (B, latent) encoder output
+    z_q: torch.Tensor  # (B, latent) sum of the chosen codewords (gradient reaches the codebooks)
+    codes: torch.Tensor  # (B, levels) chosen codes
+    residuals: list[torch.Tensor]  # per level, the residual that level quantized
+    model: "RQVAE"
+
+
+ExtraLoss = Callable[[Step], torch.Tensor]
+
+
+def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class RQVAE(nn.Module):
+    def __init__(self, in_dim: int, cfg: RQVAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = _mlp([in_dim, *cfg.hidden, cfg.latent_dim], cfg.dropout)
+        self.decoder = _mlp([cfg.latent_dim, *reversed(cfg.hidden), in_dim], cfg.dropout)
+        self.codebooks = nn.ParameterList(
+            [nn.Parameter(torch.randn(cfg.codebook_size, cfg.latent_dim) / math.sqrt(cfg.latent_dim)) for _ in range(cfg.levels)]
+        )
+
+    @staticmethod
+    def nearest(r: torch.Tensor, book: torch.Tensor) -> torch.Tensor:
+        d = r.pow(2).sum(1, keepdim=True) - 2 * r @ book.T + book.pow(2).sum(1)[None, :]
+        return d.argmin(1)
+
+    def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """codes (B, levels), z_q = sum of chosen codewords (B, latent), residuals per level."""
+        r = z
+        codes, residuals = [], []
+        z_q = torch.zeros_like(z)
+        for book in self.codebooks:
+            c = self.nearest(r.detach(), book)
+            e = book[c]
+            residuals.append(r)
+            codes.append(c)
+            z_q = z_q + e
+            r = r - e
+        return torch.stack(codes, 1), z_q, residuals
+
+    def forward(self, x: torch.Tensor) -> dict[str, Any]:
+        z = self.encoder(x)
+        codes, z_q, residuals = self.quantize(z)
+        quant = z.new_zeros(())
+        for r, book, c in zip(residuals, self.codebooks, codes.unbind(1)):
+            e = book[c]
+            quant = quant + ((r.detach() - e).pow(2).sum(1) + self.cfg.beta * (r - e.detach()).pow(2).sum(1)).mean()
+        x_hat = self.decoder(z + (z_q - z).detach())
+        recon = (x - x_hat).pow(2).sum(1).mean()
+        return {"z": z, "z_q": z_q, "codes": codes, "residuals": residuals, "recon": recon, "quant": quant}
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+        """Codes (n, levels) and last-level residuals (n, latent) of every row of ``x``."""
+        codes, last = [], []
+        for start in range(0, len(x), batch_size):
+            c, _, res = self.quantize(self.encoder(x[start : start + batch_size]))
+            codes.append(c.cpu())
+            last.append(res[-1].cpu())
+        return torch.cat(codes).numpy(), torch.cat(last).numpy()
+
+
+def _kmeans(points: np.ndarray, k: int, iters: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """k centres of ``points`` by scikit-learn k-means; with fewer distinct points than k, the
+    remaining centres are seeded random points plus small noise (recorded)."""
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(seed)
+    distinct = len(np.unique(points, axis=0))
+    k_fit = min(k, distinct)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning on tiny inputs
+        km = KMeans(n_clusters=k_fit, n_init=1, max_iter=iters, random_state=seed).fit(points)
+    centres = km.cluster_centers_
+    if k_fit < k:
+        extra = points[rng.integers(len(points), size=k - k_fit)]
+        scale = points.std() if points.size else 1.0
+        centres = np.concatenate([centres, extra + rng.normal(0, 1e-3 * (scale or 1.0), extra.shape)])
+    return centres.astype(np.float32), {"fit_clusters": int(k_fit), "inertia": float(km.inertia_), "iterations": int(km.n_iter_)}
+
+
+@torch.no_grad()
+def kmeans_init(model: RQVAE, x: torch.Tensor, iters: int, seed: int) -> list[dict[str, Any]]:
+    """Set each codebook to k-means centres of the residuals of ``x`` left by the levels before."""
+    r = model.encoder(x)
+    facts = []
+    for level, book in enumerate(model.codebooks):
+        centres, fact = _kmeans(r.detach().cpu().double().numpy(), len(book), iters, seed + level)
+        book.data.copy_(torch.from_numpy(centres).to(book.device))
+        r = r - book[model.nearest(r, book)]
+        facts.append(fact)
+    return facts
+
+
+def _group_ids(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the index of its unique tuple, and each unique tuple's count."""
+    _, inverse, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
+    return inverse.reshape(-1), counts
+
+
+def collision_stats(codes: np.ndarray) -> dict[str, Any]:
+    n = len(codes)
+    inverse, counts = _group_ids(codes)
+    return {
+        "unique_ids": int(len(counts)),
+        "collision_rate": float(1 - len(counts) / max(1, n)),
+        "items_in_collision_groups": int(counts[counts > 1].sum()),
+        "largest_group": int(counts.max()) if n else 0,
+    }
+
+
+def count_level(codes: np.ndarray) -> np.ndarray:
+    """TIGER's extra level: each item's rank (0, 1, ...) among the items sharing its tuple, in item order."""
+    inverse, counts = _group_ids(codes)
+    order = np.argsort(inverse, kind="stable")  # items grouped by tuple, item order within a group
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.empty(len(codes), dtype=np.int64)
+    rank[order] = np.arange(len(codes)) - starts[inverse[order]]
+    return rank
+
+
+def sinkhorn(cost: torch.Tensor, epsilon: float, iters: int) -> torch.Tensor:
+    """Transport plan (B, K) with uniform marginals (rows 1/B, columns 1/K) for ``cost``,
+    computed in the log domain; ``cost`` is centred to [-1, 1] first, as LETTER does."""
+    cost = cost.double()
+    mid = (cost.max() + cost.min()) / 2
+    amp = cost.max() - mid + 1e-5
+    log_q = -((cost - mid) / amp) / epsilon
+    b, k = log_q.shape
+    for _ in range(iters):
+        log_q = log_q - torch.logsumexp(log_q, 1, keepdim=True) - math.log(b)
+        log_q = log_q - torch.logsumexp(log_q, 0, keepdim=True) - math.log(k)
+    return log_q.exp() * b
+
+
+@torch.no_grad()
+def sinkhorn_resolve(codes: np.ndarray, last_residual: np.ndarray, book: torch.Tensor, cfg: RQVAEConfig) -> tuple[np.ndarray, dict[str, Any]]:
+    """Re-assign the last level of every colliding group with a uniform Sinkhorn assignment."""
+    codes = codes.copy()
+    rounds = 0
+    for rounds in range(1, cfg.sinkhorn_rounds + 1):
+        inverse, counts = _group_ids(codes)
+        colliding = np.flatnonzero(counts > 1)
+        if len(colliding) == 0:
+            rounds -= 1
+            break
+        order = np.argsort(inverse, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        for g in colliding:
+            members = order[starts[g] : starts[g + 1]]
+            r = torch.as_tensor(last_residual[members], device=book.device, dtype=book.dtype)
+            cost = r.pow(2).sum(1, keepdim=True) - 2 * r @ book.T + book.pow(2).sum(1)[None, :]
+            plan = sinkhorn(cost, cfg.sinkhorn_epsilon, cfg.sinkhorn_iters)
+            codes[members, -1] = plan.argmax(1).cpu().numpy()
+    return codes, {"sinkhorn_rounds": int(rounds)}
+
+
+def train_rqvae(
+    embeddings: np.ndarray,
+    cfg: RQVAEConfig,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    extra_loss: ExtraLoss | None = None,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[RQVAE, SemanticIDs]:
+    """Train an RQ-VAE on ``embeddings`` (n_items, d) and return it with every item's ID.
+
+    Deterministic for a seed on a given device (the global RNG is forked, not disturbed).
+    ``progress(epoch, losses)`` is called every ``cfg.log_every`` epochs.
+    """
+    cfg.check()
+    device = torch.device(device)
+    x_np = np.asarray(embeddings, dtype=np.float32)
+    if x_np.ndim != 2 or len(x_np) == 0 or not np.isfinite(x_np).all():
+        raise UserError(f"rqvae needs a finite (n_items, d) embedding matrix, got shape {x_np.shape}")
+    start = time.perf_counter()
+    n = len(x_np)
+    batch = n if cfg.batch_size == 0 else min(cfg.batch_size, n)
+    x = torch.from_numpy(x_np).to(device)
+    fork = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork):
+        torch.manual_seed(seed)
+        model = RQVAE(x.shape[1], cfg).to(device)
+        gen = torch.Generator(device=device).manual_seed(seed)
+        init_facts = None
+        if cfg.kmeans_init:
+            first = torch.randperm(n, generator=gen, device=device)[:batch] if cfg.kmeans_on == "first_batch" else torch.arange(n, device=device)
+            init_facts = kmeans_init(model, x[first], cfg.kmeans_iters, seed)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        curve = []
+        model.train()
+        for epoch in range(cfg.epochs):
+            if extra_loss is not None and hasattr(extra_loss, "start_epoch"):
+                extra_loss.start_epoch(epoch, model)
+            perm = torch.randperm(n, generator=gen, device=device) if batch < n else torch.arange(n, device=device)
+            sums = torch.zeros(4, device=device)
+            for s in range(0, n, batch):
+                idx = perm[s : s + batch]
+                out = model(x[idx])
+                loss = out["recon"] + out["quant"]
+                extra = torch.zeros((), device=device)
+                if extra_loss is not None:
+                    extra = extra_loss(Step(epoch, idx, x[idx], out["z"], out["z_q"], out["codes"], out["residuals"], model))
+                    loss = loss + extra
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sums += torch.stack([loss.detach(), out["recon"].detach(), out["quant"].detach(), extra.detach()]) * len(idx)
+            if (epoch + 1) % cfg.log_every == 0 or epoch + 1 == cfg.epochs:
+                values = dict(zip(("loss", "recon", "quant", "extra"), (sums / n).tolist()))
+                curve.append({"epoch": epoch + 1, **values})
+                if progress is not None:
+                    progress(epoch + 1, values)
+        model.eval()
+        codes, last_residual = model.encode(x)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    train_seconds = time.perf_counter() - start
+
+    before = collision_stats(codes)
+    info: dict[str, Any] = {
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+        "seed": int(seed),
+        "epochs": int(cfg.epochs),
+        "train_seconds": train_seconds,
+        "final_losses": {k: v for k, v in curve[-1].items() if k != "epoch"},
+        "loss_curve": curve,
+        "kmeans_init": init_facts,
+        "semantic_levels": int(cfg.levels),
+        "before_collision_handling": before,
+        "collisions": cfg.collisions,
+    }
+    sizes = [cfg.codebook_size] * cfg.levels
+    source = "rqvae"
+    if cfg.collisions == "count":
+        extra_level = count_level(codes)
+        codes = np.concatenate([codes, extra_level[:, None]], 1)
+        sizes.append(int(extra_level.max()) + 1)
+        source = "rqvae+count"
+    elif cfg.collisions == "sinkhorn":
+        codes, facts = sinkhorn_resolve(codes, last_residual, model.codebooks[-1].detach(), cfg)
+        info.update(facts)
+        source = "rqvae+sinkhorn"
+    info["after_collision_handling"] = collision_stats(codes)
+    info["seconds"] = time.perf_counter() - start
+    return model, SemanticIDs(codes, tuple(sizes), source, info)
+
+
+# ---- indices given from outside ----------------------------------------------------------
+_TOKEN = re.compile(r"^<([a-z])_(\d+)>$")
+
+
+def external_index(
+    path: str | Path, data: TrainData, datamaps: str | Path | None = None, codebook_size: int | None = 256
+) -> SemanticIDs:
+    """Semantic IDs from LETTER's released index format: ``{"0": ["<a_183>", "<b_70>", ...], ...}``.
+
+    LETTER's item i is the P5 item i + 1, whose original id (ASIN) is ``id2item`` in the P5
+    folder's ``datamaps.json`` (default: next to the index file); ``data.item_ids`` holds our
+    items' original ids. Every one of our items must get an ID and every indexed item must be
+    one of ours. Level sizes: ``codebook_size`` (codes must fit), or max code + 1 when None.
+    """
+    path = Path(path)
+    datamaps = Path(datamaps) if datamaps is not None else path.parent / "datamaps.json"
+    if data.item_ids is None:
+        raise UserError(f"{path}: dataset {data.dataset!r} carries no original item ids to map the index onto")
+    for p in (path, datamaps):
+        if not p.is_file():
+            raise UserError(f"{p}: file not found (external index {path.name} needs it)")
+    try:
+        index = json.loads(path.read_text())
+        id2item = json.loads(datamaps.read_text())["id2item"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"{path} / {datamaps}: expected a JSON index and a datamaps.json with 'id2item' ({e})") from e
+    if not isinstance(index, dict) or not index:
+        raise UserError(f"{path}: expected a JSON object {{item: [\"<a_1>\", ...]}}")
+
+    ours = {str(orig): i for i, orig in enumerate(data.item_ids)}
+    levels = None
+    codes = np.full((data.n_items, 0), -1, dtype=np.int64)
+    seen = np.zeros(data.n_items, dtype=bool)
+    for key, tokens in index.items():
+        if not isinstance(tokens, list) or not tokens:
+            raise UserError(f"{path}: item {key!r}: expected a list of tokens like '<a_12>'")
+        if levels is None:
+            levels = len(tokens)
+            codes = np.full((data.n_items, levels), -1, dtype=np.int64)
+        if len(tokens) != levels:
+            raise UserError(f"{path}: item {key!r} has {len(tokens)} tokens, the first item {levels}")
+        p5_id = str(int(key) + 1) if str(key).isdigit() else None
+        original = id2item.get(p5_id) if p5_id is not None else None
+        if original is None:
+            raise UserError(f"{path}: item {key!r} (P5 id {p5_id}) is not in {datamaps} id2item")
+        item = ours.get(str(original))
+        if item is None:
+            raise UserError(f"{path}: item {key!r} ({original}) is not an item of dataset {data.dataset!r}")
+        if seen[item]:
+            raise UserError(f"{path}: item {original} appears twice")
+        for level, token in enumerate(tokens):
+            m = _TOKEN.match(str(token))
+            if m is None or ord(m.group(1)) - ord("a") != level:
+                raise UserError(f"{path}: item {key!r}: token {token!r} at level {level} is not '<{chr(ord('a') + level)}_N>'")
+            codes[item, level] = int(m.group(2))
+        seen[item] = True
+    missing = np.flatnonzero(~seen)
+    if len(missing):
+        names = ", ".join(str(data.item_ids[i]) for i in missing[:5])
+        raise UserError(f"{path}: {len(missing)} items of dataset {data.dataset!r} have no ID, e.g. {names}")
+    top = codes.max(0) + 1
+    if codebook_size is None:
+        sizes = tuple(int(t) for t in top)
+    else:
+        if (top > codebook_size).any():
+            raise UserError(f"{path}: codes up to {int(top.max()) - 1} do not fit codebook_size {codebook_size}")
+        sizes = (int(codebook_size),) * levels
+    stats = collision_stats(codes)
+    return SemanticIDs(codes, sizes, f"external:{path.name}", {"file": str(path), "datamaps": str(datamaps), "semantic_levels": levels, **stats})
