@@ -36,9 +36,9 @@ def _groups(codes: np.ndarray) -> dict[str, int]:
     _, counts = np.unique(codes, axis=0, return_counts=True)
     shared = counts[counts > 1]
     return {
-        "unique_ids": int(len(counts)),
+        "unique_ids": len(counts),
         "collision_rate": float(1.0 - len(counts) / n),
-        "collision_groups": int(len(shared)),
+        "collision_groups": len(shared),
         "items_in_collision_groups": int(shared.sum()),
         "largest_group": int(counts.max()),
     }
@@ -70,7 +70,7 @@ def utilization(ids: SemanticIDs, semantic_levels: int | None = None) -> dict[st
             "used_fraction": used / size,
             "entropy_bits": entropy,
             "entropy_normalized": entropy / math.log2(size) if size > 1 else None,
-            "unique_prefixes": int(len(np.unique(codes[:, : level + 1], axis=0))) if n else 0,
+            "unique_prefixes": len(np.unique(codes[:, : level + 1], axis=0)) if n else 0,
         })  # fmt: skip
 
     full = _groups(codes)

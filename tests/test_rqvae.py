@@ -20,7 +20,7 @@ from methods.semid.rqvae import (
     train_rqvae,
 )
 
-TINY = dict(latent_dim=4, hidden=(16,), levels=2, codebook_size=4, epochs=15, batch_size=16, kmeans_iters=20, log_every=5)
+TINY = {"latent_dim": 4, "hidden": (16,), "levels": 2, "codebook_size": 4, "epochs": 15, "batch_size": 16, "kmeans_iters": 20, "log_every": 5}
 
 
 def _embeddings(n: int = 60, d: int = 12, seed: int = 0) -> np.ndarray:
@@ -184,3 +184,13 @@ def test_external_index_missing_or_extra_item(tmp_path):
     path, data = _p5_folder(tmp_path, {"0": ["<b_1>"], "1": ["<a_3>"], "2": ["<a_0>"]})
     with pytest.raises(UserError, match="level 0"):
         external_index(path, data)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_deterministic_and_resident():
+    x = _embeddings()
+    model, a = train_rqvae(x, RQVAEConfig(**TINY, collisions="sinkhorn"), "cuda", seed=1)
+    _, b = train_rqvae(x, RQVAEConfig(**TINY, collisions="sinkhorn"), "cuda", seed=1)
+    assert next(model.parameters()).device.type == "cuda"
+    assert np.array_equal(a.codes, b.codes) and a.info["loss_curve"] == b.info["loss_curve"]

