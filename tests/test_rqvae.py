@@ -87,6 +87,21 @@ def test_sinkhorn_plan_has_uniform_marginals():
     assert torch.allclose(plan.sum(0), torch.full((8,), 5 / 8, dtype=plan.dtype), atol=1e-6)
 
 
+def test_train_sinkhorn_balances_the_last_level():
+    x = torch.from_numpy(_embeddings())
+    torch.manual_seed(0)
+    model = RQVAE(x.shape[1], RQVAEConfig(**TINY, train_sinkhorn=True))
+    with torch.no_grad():  # every residual is nearest to last-level code 0
+        model.codebooks[1].copy_(torch.tensor([[0.0] * 4, [50.0] * 4, [60.0] * 4, [70.0] * 4]))
+        model.codebooks[1][1:] += torch.randn(3, 4)
+    model.eval()
+    assert set(model(x)["codes"][:, 1].tolist()) == {0}
+    model.train()
+    assert len(set(model(x)["codes"][:, 1].tolist())) == 4
+    _, ids = train_rqvae(x.numpy(), RQVAEConfig(**{**TINY, "epochs": 2}, train_sinkhorn=True, collisions="none"), "cpu", seed=0)
+    assert ids.codes.shape == (60, 2)
+
+
 def test_kmeans_initialises_codebooks():
     from sklearn.cluster import KMeans
 

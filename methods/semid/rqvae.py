@@ -19,6 +19,9 @@ Collisions (several items with one code tuple), ``RQVAEConfig.collisions``:
   duplicates, e.g. items with identical text, can remain; the count is recorded).
 * ``"none"``: keep the tuples as they are.
 
+``train_sinkhorn`` (LETTER, LC-Rec: last-level Sinkhorn epsilon 0.003 in training) assigns the
+last level of each training batch by the same uniform Sinkhorn plan instead of argmin.
+
 Extra tokenizer losses (LETTER's collaborative and diversity regularizers) plug in through
 ``extra_loss``: a callable ``extra_loss(step: Step) -> Tensor`` added to the loss of every
 batch; if it has a method ``start_epoch(epoch, model)``, that is called before each epoch
@@ -71,6 +74,7 @@ class RQVAEConfig:
     sinkhorn_epsilon: float = 0.003  # LETTER's last-level epsilon
     sinkhorn_iters: int = 50
     sinkhorn_rounds: int = 20
+    train_sinkhorn: bool = False  # LETTER / LC-Rec: the last level's training-time assignment is Sinkhorn over the batch
     log_every: int = 100  # epochs between entries of info["loss_curve"]
 
     def check(self) -> None:
@@ -102,6 +106,11 @@ class Step:
 ExtraLoss = Callable[[Step], torch.Tensor]
 
 
+def _sq_dist(r: torch.Tensor, book: torch.Tensor) -> torch.Tensor:
+    """(B, K) squared distances between rows of ``r`` and codewords."""
+    return r.pow(2).sum(1, keepdim=True) - 2 * r @ book.T + book.pow(2).sum(1)[None, :]
+
+
 def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(itertools.pairwise(sizes)):
@@ -125,16 +134,20 @@ class RQVAE(nn.Module):
 
     @staticmethod
     def nearest(r: torch.Tensor, book: torch.Tensor) -> torch.Tensor:
-        d = r.pow(2).sum(1, keepdim=True) - 2 * r @ book.T + book.pow(2).sum(1)[None, :]
-        return d.argmin(1)
+        return _sq_dist(r, book).argmin(1)
 
-    def quantize(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """codes (B, levels), z_q = sum of chosen codewords (B, latent), residuals per level."""
+    def quantize(self, z: torch.Tensor, balance_last: bool = False) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """codes (B, levels), z_q = sum of chosen codewords (B, latent), residuals per level.
+
+        ``balance_last``: assign the last level by a uniform Sinkhorn plan over the rows instead of argmin."""
         r = z
         codes, residuals = [], []
         z_q = torch.zeros_like(z)
-        for book in self.codebooks:
-            c = self.nearest(r.detach(), book)
+        for level, book in enumerate(self.codebooks):
+            if balance_last and level == len(self.codebooks) - 1:
+                c = sinkhorn(_sq_dist(r.detach(), book.detach()), self.cfg.sinkhorn_epsilon, self.cfg.sinkhorn_iters).argmax(1)
+            else:
+                c = self.nearest(r.detach(), book)
             e = book[c]
             residuals.append(r)
             codes.append(c)
@@ -144,7 +157,7 @@ class RQVAE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, Any]:
         z = self.encoder(x)
-        codes, z_q, residuals = self.quantize(z)
+        codes, z_q, residuals = self.quantize(z, balance_last=self.training and self.cfg.train_sinkhorn)
         quant = z.new_zeros(())
         for r, book, c in zip(residuals, self.codebooks, codes.unbind(1)):
             e = book[c]
@@ -253,8 +266,7 @@ def sinkhorn_resolve(codes: np.ndarray, last_residual: np.ndarray, book: torch.T
         for g in colliding:
             members = order[starts[g] : starts[g + 1]]
             r = torch.as_tensor(last_residual[members], device=book.device, dtype=book.dtype)
-            cost = r.pow(2).sum(1, keepdim=True) - 2 * r @ book.T + book.pow(2).sum(1)[None, :]
-            plan = sinkhorn(cost, cfg.sinkhorn_epsilon, cfg.sinkhorn_iters)
+            plan = sinkhorn(_sq_dist(r, book), cfg.sinkhorn_epsilon, cfg.sinkhorn_iters)
             codes[members, -1] = plan.argmax(1).cpu().numpy()
     return codes, {"sinkhorn_rounds": int(rounds)}
 
