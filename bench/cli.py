@@ -100,6 +100,7 @@ def cmd_run(args) -> int:
         eval_batch_size=args.eval_batch_size,
         overwrite=args.overwrite,
         mask_history=args.mask_history,
+        data_dir=data_dir,
         progress=sys.stderr.isatty() and not args.quiet,
         overrides=overrides,
     )

@@ -55,6 +55,44 @@ def _gpu_efficiency(records: list[Record]) -> tuple[str, str, str]:
     )
 
 
+def _codebook_table(methods: dict[str, list[Record]]) -> list[str]:
+    """Codebook utilization of the generative methods of one table (means over seeds)."""
+    rows = []
+    for m in sorted(methods):
+        books = [r.data.get("codebook") for r in methods[m]]
+        if not any(books):
+            continue
+        if not all(books):
+            rows.append([m, len(books)] + [MISSING] * 7)
+            continue
+
+        def mean(get) -> float:
+            return statistics.fmean(get(b) for b in books)
+
+        first = [b["per_level"][0] for b in books]
+        size = books[0]["per_level"][0]["size"]
+        depth = len(books[0]["unique_prefixes"])
+        rows.append([
+            m, len(books), books[0]["source"],
+            f"{mean(lambda b: b['per_level'][0]['used']):.1f} / {size}",
+            f"{statistics.fmean(f['entropy_bits'] for f in first):.2f} ({statistics.fmean(f['entropy_normalized'] or 0 for f in first):.2f})",
+            " / ".join(f"{statistics.fmean(b['unique_prefixes'][d] for b in books):,.0f}" for d in range(depth)),
+            f"{mean(lambda b: b['semantic_collision_rate']):.4f} ({mean(lambda b: b['semantic_items_in_collision_groups']):,.0f} items)",
+            f"{mean(lambda b: b['collision_rate']):.4f}",
+            f"{max(b['largest_group'] for b in books)}",
+        ])  # fmt: skip
+    if not rows:
+        return []
+    headers = ["method", "n", "IDs", "first-level codes used", "first-level entropy, bits (normalized)",
+               "unique prefixes per depth", "semantic-level collision rate", "full-ID collision rate", "largest group"]  # fmt: skip
+    return [
+        "Codebook utilization (generative methods; means over seeds; semantic levels exclude a counting level):",
+        "",
+        tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True),
+        "",
+    ]
+
+
 def render_leaderboard(results_dir: Path) -> str:
     records = load_records(results_dir)
     by_dataset: dict[str, dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
@@ -113,6 +151,7 @@ def render_leaderboard(results_dir: Path) -> str:
         headers = ["method", "n"] + list(METRIC_KEYS) + ["history cap", "epochs (best)", "s/epoch", "test users/s", "device"]
         lines.append(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
         lines.append("")
+        lines.extend(_codebook_table(methods))
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -29,6 +30,7 @@ class TrainData:
     item_value: np.ndarray | None
     dataset: str
     item_ids: np.ndarray | None = None  # original item id strings (ASIN, ...), index = item; for mapping external indices, never a feature
+    data_dir: Path | None = None  # the local data directory (--data-dir / $BENCH_DATA_DIR), None when there is none
 
 
 @dataclass

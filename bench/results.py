@@ -40,6 +40,10 @@ def ranks_path(record: Path) -> Path:
     return record.with_name(record.name.replace(".json", ".ranks.npz"))
 
 
+def codebook_plot_path(record: Path) -> Path:
+    return record.with_name(record.name.replace(".json", ".codebook.png"))
+
+
 def _atomic(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench import provenance
+from bench import codebook, provenance
 from bench.config import apply_overrides, to_dict
 from bench.errors import UserError
 from bench.evaluate import Evaluator
 from bench.method import Context, Method, TrainData, seed_sequence
 from bench.metrics import MAX_RANK, METRIC_KEYS, summarize, tiebreak_order
-from bench.results import is_complete, record_path, write_record
+from bench.results import codebook_plot_path, is_complete, record_path, write_record
 from bench.split import Split
 
 PROTOCOL = {
@@ -40,6 +40,7 @@ class RunConfig:
     overwrite: bool = False
     progress: bool = True
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data_dir: Path | None = None  # the local data directory, for methods that read files given beside the data
 
     @property
     def variant(self) -> str:
@@ -113,7 +114,7 @@ def build_method(method_cls: type[Method], split: Split, seed: int, cfg: RunConf
     ctx = Context(device=device, seed=derive_seed(seed, split.dataset.name, method_cls.name), validate=validate,
                   select_metric=cfg.select_metric, progress=cfg.progress)
     data = TrainData(split.train, split.n_users, split.n_items, split.dataset.item_text, split.dataset.item_value, split.dataset.name,
-                     split.dataset.item_ids)
+                     split.dataset.item_ids, cfg.data_dir)
     seed_everything(ctx.seed)
     method = method_cls(config, data, ctx)
     holder["valid"] = Evaluator(split.valid, method, tiebreak, cfg.eval_batch_size, cfg.progress, "valid", cfg.mask_history)
@@ -183,6 +184,14 @@ def run_one(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig) -
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         },
     }
+    ids = getattr(method, "semantic_ids", None)
+    if ids is not None:  # a generative method: codebook utilization, measured the same way for all
+        record["codebook"] = codebook.utilization(ids)
+        png = codebook_plot_path(path)
+        tmp = png.with_name(f".{png.name}.{os.getpid()}.tmp.png")
+        codebook.plot_first_level(record["codebook"], tmp)
+        os.replace(tmp, png)
+        record["codebook_plot"] = png.name
     if method.output == "lists":
         record["generation"] = {
             "short_list_users": test.short_lists,
