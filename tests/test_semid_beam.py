@@ -160,11 +160,22 @@ def test_beam_search_is_deterministic_and_batch_independent() -> None:
     torch.testing.assert_close(one.scores[0], a.scores[2])
 
 
+@pytest.mark.parametrize("beam", [3, 40])
+def test_cached_decoding_equals_recomputing_the_prefix(beam: int) -> None:
+    ids = random_ids(20, seed=7)
+    trie = PrefixTrie.build(ids)
+    model, src, offsets = setup(ids, B=3, seed=7)
+    cached = beam_search(seq2seq_step(model, src, offsets, SIZES, cache=True), trie, 3, beam, 30, "cpu")
+    full = beam_search(seq2seq_step(model, src, offsets, SIZES, cache=False), trie, 3, beam, 30, "cpu")
+    assert torch.equal(cached.codes, full.codes) and torch.equal(cached.items, full.items)
+    torch.testing.assert_close(cached.scores, full.scores, atol=1e-5, rtol=1e-5)
+
+
 def test_ties_keep_the_lower_index() -> None:
     ids = SemanticIDs(np.array([[0, 0], [0, 1], [1, 0], [1, 1], [2, 1]]), (3, 2), "test")
     trie = PrefixTrie.build(ids)
 
-    def flat(depth: int, codes: torch.Tensor) -> torch.Tensor:  # every code equally likely
+    def flat(depth: int, codes: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:  # every code equally likely
         return torch.zeros(codes.shape[0], codes.shape[1], ids.sizes[depth])
 
     res = beam_search(flat, trie, 2, 3, 5, "cpu")

@@ -149,11 +149,12 @@ def test_run_one_record_carries_tokenizer_time_and_generation_stats(tiny_split: 
 def test_learns_the_tiny_pattern_better_than_pop(tiny_split: Split, run_cfg) -> None:
     """Users walk the catalog in steps of 1 or 2: after training, validation NDCG@10 is far
     above popularity's (the IDs are random, so this is learned through the codes)."""
-    learn = dict(TINY, d_model=32, heads=2, d_kv=16, d_ff=64, epochs=40, eval_every=20, patience=2, lr=1e-2,
-                 batch_size=256, dropout=0.0, warmup_ratio=0.05, lr_schedule="constant", valid_beam=10)  # fmt: skip
+    # the next item depends on the last one only: a history of 3 items is plenty
+    learn = dict(TINY, d_model=32, heads=2, d_kv=16, d_ff=64, epochs=20, eval_every=10, patience=2, lr=5e-3, max_len=3,
+                 dropout=0.0, warmup_ratio=0.02, lr_schedule="constant", valid_beam=10)  # fmt: skip
     ours = json.loads(run_one(RandomIDs, tiny_split, 0, run_cfg(overrides={"random-ids": learn})).read_text())
     pop = json.loads(run_one(METHODS.get("pop"), tiny_split, 0, run_cfg()).read_text())
-    assert ours["valid_metrics"]["ndcg@10"] > pop["valid_metrics"]["ndcg@10"] + 0.1, (ours["valid_metrics"], pop["valid_metrics"])
+    assert ours["valid_metrics"]["ndcg@10"] > pop["valid_metrics"]["ndcg@10"] + 0.2, (ours["valid_metrics"], pop["valid_metrics"])
     assert ours["metrics"]["recall@10"] > pop["metrics"]["recall@10"]
 
 

@@ -83,15 +83,17 @@ class BeamResult:
     duplicates: int  # item entries dropped because they repeated an earlier one in the row
 
 
-StepFn = Callable[[int, torch.Tensor], torch.Tensor]
+StepFn = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
 def beam_search(step: StepFn, trie: PrefixTrie, batch: int, beam: int, k: int, device: torch.device | str) -> BeamResult:
     """Constrained beam search for ``batch`` rows.
 
-    ``step(depth, codes)`` gets the codes chosen so far, (batch, K, depth) long, and returns
-    (batch, K, sizes[depth]) next-code log-probabilities (called ``levels`` times in all).
+    ``step(depth, codes, parent)`` gets the codes chosen so far, (batch, K, depth) long, and
+    for each of the K beams the index of the beam it extends in the previous call's K
+    (zeros at depth 0; for decoders that cache per-beam state), and returns (batch, K,
+    sizes[depth]) next-code log-probabilities (called ``levels`` times in all).
     Returns the top ``k`` items per row (from at most ``beam`` IDs).
     """
     if beam < 1:
@@ -99,8 +101,9 @@ def beam_search(step: StepFn, trie: PrefixTrie, batch: int, beam: int, k: int, d
     prefix = torch.zeros(batch, 1, dtype=torch.long, device=device)
     scores = torch.zeros(batch, 1, device=device)
     codes = torch.zeros(batch, 1, 0, dtype=torch.long, device=device)
+    parent = torch.zeros(batch, 1, dtype=torch.long, device=device)
     for d, table in enumerate(trie.transitions):
-        logp = step(d, codes).float()
+        logp = step(d, codes, parent).float()
         K, size = logp.shape[1], logp.shape[2]
         child = table[prefix.clamp_min(0)].long()  # (B, K, size)
         child = torch.where((prefix >= 0).unsqueeze(-1), child, -1)

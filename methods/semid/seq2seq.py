@@ -140,15 +140,21 @@ class DecoderLayer(nn.Module):
         self.ff_norm, self.ff = nn.RMSNorm(cfg.d_model, eps=1e-6), FeedForward(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, self_bias: torch.Tensor, cross_kv, cross_mask: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, K, T, d): K beams of T tokens per encoded row."""
+    def forward(self, x: torch.Tensor, self_bias: torch.Tensor, cross_kv, cross_mask: torch.Tensor, past=None):
+        """``x`` (B, K, T, d): K beams of T tokens per encoded row.  With ``past`` (keys and
+        values of the earlier positions, (B * K, H, t, d_kv) each) ``x`` holds only the new
+        positions; returns the output and the keys/values of all positions."""
         B, K, T, d = x.shape
         h = x.reshape(B * K, T, d)
-        h = h + self.drop(self.self_attn(self.self_norm(h), mask=self_bias))
+        n = self.self_norm(h)
+        k, v = self.self_attn.project_kv(n)
+        if past is not None and past[0].shape[2]:
+            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
+        h = h + self.drop(self.self_attn(n, kv=(k, v), mask=self_bias))
         h = h.reshape(B, K * T, d)  # every beam's queries read the same encoder memory
         h = h + self.drop(self.cross_attn(self.cross_norm(h), kv=cross_kv, mask=cross_mask))
         h = h + self.drop(self.ff(self.ff_norm(h)))
-        return h.reshape(B, K, T, d)
+        return h.reshape(B, K, T, d), (k, v)
 
 
 class Seq2Seq(nn.Module):
@@ -202,19 +208,34 @@ class Seq2Seq(nn.Module):
         """Each decoder layer's cross-attention keys and values, computed once per batch."""
         return [layer.cross_attn.project_kv(memory) for layer in self.decoder]
 
-    def decode(self, tgt: torch.Tensor, memory_keep: torch.Tensor, cross_kv: list) -> torch.Tensor:
-        """``tgt`` (B, T) or (B, K, T) decoder input ids -> hidden states of the same shape + (d,)."""
+    def decode(self, tgt: torch.Tensor, memory_keep: torch.Tensor, cross_kv: list, past: list | None = None):
+        """``tgt`` (B, T) or (B, K, T) decoder input ids -> hidden states of the same shape + (d,).
+
+        With ``past`` (the list this method returned as its second value for the earlier
+        positions, rows ordered as ``tgt``'s B * K beams) only the new positions are fed and
+        the pair ``(hidden, past)`` is returned (the incremental decoding of beam search)."""
+        incremental = past is not None
         squeeze = tgt.dim() == 2
         if squeeze:
             tgt = tgt.unsqueeze(1)
         T = tgt.shape[-1]
-        causal = torch.ones(T, T, dtype=torch.bool, device=tgt.device).tril()
-        self_bias = self.dec_bias(T, T, tgt.device).masked_fill(~causal, -torch.inf)
+        start = past[0][0].shape[2] if incremental else 0
+        total = start + T
+        causal = torch.ones(total, total, dtype=torch.bool, device=tgt.device).tril()
+        self_bias = self.dec_bias(total, total, tgt.device).masked_fill(~causal, -torch.inf)[:, :, start:]
         x = self.drop(self.embed(tgt))
-        for layer, kv in zip(self.decoder, cross_kv):
-            x = layer(x, self_bias, kv, memory_keep)
+        new_past = []
+        for i, (layer, kv) in enumerate(zip(self.decoder, cross_kv)):
+            x, kv_self = layer(x, self_bias, kv, memory_keep, past[i] if incremental else None)
+            new_past.append(kv_self)
         x = self.drop(self.dec_norm(x))
-        return x.squeeze(1) if squeeze else x
+        x = x.squeeze(1) if squeeze else x
+        return (x, new_past) if incremental else x
+
+    def empty_past(self, rows: int, device: torch.device, dtype: torch.dtype = torch.float32) -> list:
+        """Keys/values of no positions, for the first incremental :meth:`decode` call."""
+        shape = (rows, self.cfg.heads, 0, self.cfg.d_kv)
+        return [(torch.zeros(shape, device=device, dtype=dtype),) * 2 for _ in self.decoder]
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Vocabulary logits, computed in float32 even under autocast (bf16 logits tie often)."""
