@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=USERS, help="test users to decode (default: all of Beauty's)")
     ap.add_argument("--batch", type=int, default=1024, help="users per beam-search batch (the harness's eval batch size)")
     ap.add_argument("--beams", default="20,100")
+    ap.add_argument("--no-cache", action="store_true", help="re-read the whole decoder prefix each step instead of caching keys/values")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave as is)")
     args = ap.parse_args()
     if args.threads:
@@ -67,7 +68,8 @@ def main() -> None:
     history = torch.where(torch.arange(HISTORY, device=device) >= HISTORY - lengths[:, None], history, -1)  # right-aligned
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'}), "
           f"model params {n_params:,} (random weights), vocab {model.vocab_size}, ID sizes {ids.sizes}, "
-          f"prefixes per depth {trie.prefixes_per_depth()}, users {args.users}, batch {args.batch}")
+          f"prefixes per depth {trie.prefixes_per_depth()}, users {args.users}, batch {args.batch}, "
+          f"decoder {'recomputes the prefix' if args.no_cache else 'key/value cache'}")
 
     def src_of(h: torch.Tensor) -> torch.Tensor:
         tok = torch.where((h >= 0).unsqueeze(-1), item_tokens[h.clamp_min(0)], PAD).reshape(len(h), -1)
@@ -75,7 +77,7 @@ def main() -> None:
 
     for beam in [int(b) for b in args.beams.split(",")]:
         with torch.no_grad():  # warm-up (kernels, allocator)
-            beam_search(seq2seq_step(model, src_of(history[:8]), offsets, ids.sizes), trie, len(history[:8]), beam, 100, device)
+            beam_search(seq2seq_step(model, src_of(history[:8]), offsets, ids.sizes, not args.no_cache), trie, len(history[:8]), beam, 100, device)
         step_seconds = np.zeros(ids.levels)
         enc_seconds = 0.0
         sync(device)
@@ -84,14 +86,14 @@ def main() -> None:
             h = history[start : start + args.batch]
             sync(device)
             te = time.perf_counter()
-            step = seq2seq_step(model, src_of(h), offsets, ids.sizes)
+            step = seq2seq_step(model, src_of(h), offsets, ids.sizes, not args.no_cache)
             sync(device)
             enc_seconds += time.perf_counter() - te
 
-            def timed(depth: int, codes: torch.Tensor, step=step) -> torch.Tensor:
+            def timed(depth: int, codes: torch.Tensor, parent: torch.Tensor, step=step) -> torch.Tensor:
                 sync(device)
                 ts = time.perf_counter()
-                out = step(depth, codes)
+                out = step(depth, codes, parent)
                 sync(device)
                 step_seconds[depth] += time.perf_counter() - ts
                 return out
