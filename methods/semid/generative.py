@@ -1,0 +1,289 @@
+"""The shared base of the generative (semantic-ID) recommenders: TIGER, LETTER, P5-CID, ...
+
+A subclass implements only :meth:`GenerativeMethod.build_ids` (its tokenizer); the base
+times it (``ctx.info["tokenizer_seconds"]``), trains the :class:`Seq2Seq` recommender on
+the training sequences and recommends with the constrained beam search.
+
+Vocabulary: ``0`` pad, ``1`` decoder start, ``2`` end of the encoder input, then every code
+of every level (``3 + SemanticIDs.tokens()``), then ``user_tokens`` user-hash tokens.
+
+Training examples: every position t >= 1 of every training sequence is a target, its
+history the up to ``max_len`` items before it (oldest first); the encoder reads
+``[user token] + SID tokens of the history, flattened + [end]``; the decoder is trained with
+teacher forcing to emit the target's SID tokens (cross-entropy over the vocabulary of
+logits / ``tau``; tau = 1 is plain cross-entropy, LETTER's ranking-guided loss uses tau < 1).
+
+Optimization follows LETTER's released TIGER training (Hugging Face Trainer): AdamW,
+learning rate 5e-4, weight decay 0.01, 1% linear warm-up then cosine decay over the
+configured epochs, gradient clipping at norm 1.0, effective batch 1024 (256 per device x 2
+devices x 2 accumulation steps), up to 200 epochs.  TIGER's paper instead used Adagrad,
+learning rate 0.01 for 10k steps then inverse square-root decay, batch 256
+(``lr_schedule = "rsqrt"`` gives that decay shape with AdamW).
+
+Beams: ``beam`` (default 100, so Hit@100 is real) is used for the final validation and the
+test pass; while training, the per-epoch validation that drives early stopping uses the
+smaller ``valid_beam`` (default 20) for speed: the selection metric (NDCG@10) needs only
+the top 10, so beam 20 is enough to rank checkpoints, but the validation curve's
+Recall@100 is not comparable with the final one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench.batching import shuffled_batches
+from bench.errors import UserError
+from bench.method import EvalBatch, Method
+from bench.split import Sequences
+from bench.training import Selection
+from methods.semid.beam import PrefixTrie, beam_search
+from methods.semid.ids import SemanticIDs
+from methods.semid.seq2seq import Seq2Seq, Seq2SeqConfig
+
+PAD, BOS, EOS = 0, 1, 2
+N_SPECIAL = 3
+SCHEDULES = ("cosine", "constant", "rsqrt")
+
+
+@dataclass
+class GenerativeConfig:
+    # recommender (TIGER's sizes, DESIGN.md section 4)
+    d_model: int = 128
+    layers: int = 4  # encoder layers = decoder layers
+    heads: int = 6
+    d_kv: int = 64
+    d_ff: int = 1024
+    dropout: float = 0.1
+    rel_buckets: int = 32
+    rel_max_distance: int = 128
+    tie_output: bool = True
+    user_tokens: int = 0  # TIGER's paper: user id hashed into 2000 tokens prepended to the input; 0 = off
+    max_len: int = 20  # history items read (training and evaluation)
+    # training (LETTER's released TIGER settings)
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    lr_schedule: str = "cosine"  # "cosine" (LETTER), "constant", "rsqrt" (TIGER: 1/sqrt(step) after warm-up)
+    warmup_ratio: float = 0.01  # of all steps (epochs x steps per epoch)
+    grad_clip: float = 1.0  # max gradient norm, 0 = off
+    batch_size: int = 1024
+    epochs: int = 200
+    patience: int = 10  # validations without improvement (LETTER: 20 epochs)
+    eval_every: int = 2
+    tau: float = 1.0  # temperature of the generation loss (LETTER's ranking-guided loss: tau < 1)
+    # decoding
+    beam: int = 100  # final validation and test
+    valid_beam: int = 20  # validations during training (early stopping)
+
+    def __post_init__(self):
+        if self.lr_schedule not in SCHEDULES:
+            raise UserError(f"option lr_schedule: expected one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
+        for name in ("beam", "valid_beam", "max_len", "layers", "heads", "d_model", "d_kv", "d_ff", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"option {name}: expected a positive integer, got {getattr(self, name)}")
+        if self.tau <= 0:
+            raise UserError(f"option tau: expected a positive number, got {self.tau}")
+        if self.user_tokens < 0:
+            raise UserError(f"option user_tokens: expected 0 (off) or a positive number of hash buckets, got {self.user_tokens}")
+
+    def model_config(self) -> Seq2SeqConfig:
+        return Seq2SeqConfig(self.d_model, self.layers, self.heads, self.d_kv, self.d_ff, self.dropout,
+                             self.rel_buckets, self.rel_max_distance, self.tie_output)
+
+
+def training_examples(seqs: Sequences, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every position t >= 1 of every sequence: (history (N, max_len) right-aligned with -1,
+    target (N,), row (N,))."""
+    lengths = seqs.lengths
+    n_targets = np.maximum(lengths - 1, 0)
+    rows = np.repeat(np.arange(seqs.n), n_targets)
+    pos = np.arange(len(rows)) - np.repeat(np.cumsum(n_targets) - n_targets, n_targets) + 1  # t within the row
+    target_at = seqs.offsets[rows] + pos
+    idx = target_at[:, None] - max_len + np.arange(max_len)[None, :]
+    valid = idx >= seqs.offsets[rows][:, None]
+    history = np.where(valid, seqs.items[np.where(valid, idx, 0)], -1).astype(np.int64)
+    return history, seqs.items[target_at].astype(np.int64), rows.astype(np.int64)
+
+
+def hash_users(users: torch.Tensor, buckets: int) -> torch.Tensor:
+    """A fixed multiplicative hash of user indices into ``buckets`` (Knuth's constant)."""
+    return (users.long() * 2654435761) % (2**32) % buckets
+
+
+def seq2seq_step(model: Seq2Seq, src: torch.Tensor, level_offsets: torch.Tensor, sizes: tuple[int, ...], cache: bool = True):
+    """Encode ``src`` once and return the beam search's step function: (depth, codes (B, K,
+    depth), parent (B, K)) -> (B, K, sizes[depth]) log-probabilities of the next level's
+    codes, normalized over the whole vocabulary (as a masked ``generate`` would).
+
+    ``cache``: feed the decoder only the newest token and keep the self-attention keys and
+    values of the earlier ones (reordered by ``parent`` each step); without it the decoder
+    re-reads the whole prefix [start, codes...] every step (same result; measured on CPU
+    at Beauty's size, the cache makes the decoder steps 1.5x faster at beam 100 and 1.9x
+    at beam 20: scripts/bench_beam.py)."""
+    B, dev = len(src), src.device
+    autocast = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+    with torch.autocast(**autocast):
+        memory, keep = model.encode(src)
+        cross = model.cross_kv(memory)
+    state = {"past": None}
+
+    def step(depth: int, codes: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
+        K = codes.shape[1]
+        start = torch.full((B, K, 1), BOS, dtype=torch.long, device=dev)
+        with torch.autocast(**autocast):
+            if not cache:
+                h = model.decode(torch.cat([start, codes + level_offsets[:depth]], -1), keep, cross)[:, :, -1]
+            else:
+                if depth == 0:
+                    past, new = model.empty_past(B * K, dev, memory.dtype), start
+                else:
+                    rows = (torch.arange(B, device=dev).unsqueeze(1) * state["k"] + parent).reshape(-1)
+                    past = [(k[rows], v[rows]) for k, v in state["past"]]
+                    new = codes[:, :, -1:] + level_offsets[depth - 1]
+                h, state["past"] = model.decode(new, keep, cross, past)
+                state["k"] = K
+                h = h[:, :, -1]
+        logp = torch.log_softmax(model.logits(h), -1)
+        lo = int(level_offsets[depth])
+        return logp[..., lo : lo + sizes[depth]]
+
+    return step
+
+
+class GenerativeMethod(Method):
+    """Base class: subclasses set ``name``/``description``/``Config`` and implement ``build_ids``."""
+
+    output = "lists"
+    Config = GenerativeConfig
+
+    def __init__(self, config, data, ctx):
+        super().__init__(config, data, ctx)
+        self.semantic_ids: SemanticIDs | None = None
+        self.model: Seq2Seq | None = None
+        self._decoding_beam = config.beam
+        self._gen = {"users": 0, "slots": 0, "generated": 0, "invalid": 0, "duplicates": 0}
+
+    # ---- the tokenizer step, the one thing a subclass provides ----------------------------
+    def build_ids(self) -> SemanticIDs:
+        raise NotImplementedError
+
+    # ---- set-up ---------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Build the IDs (timed), the token table, the trie and the model."""
+        self.ctx.synchronize()
+        t0 = time.perf_counter()
+        ids = self.build_ids()
+        self.ctx.synchronize()
+        self.ctx.info["tokenizer_seconds"] = time.perf_counter() - t0
+        if ids.n_items != self.data.n_items:
+            raise ValueError(f"{self.name}.build_ids returned IDs for {ids.n_items} items, the data has {self.data.n_items}")
+        self.semantic_ids = ids
+        dev = self.device
+        self.item_tokens = torch.from_numpy(ids.tokens() + N_SPECIAL).to(dev)  # (n_items, levels)
+        self.level_offsets = torch.from_numpy(ids.offsets + N_SPECIAL).to(dev)
+        self.user_offset = N_SPECIAL + ids.vocab_size
+        self.trie = PrefixTrie.build(ids, dev)
+        self.model = Seq2Seq(self.config.model_config(), self.user_offset + self.config.user_tokens, PAD).to(dev)
+        self.ctx.info["semantic_ids"] = {
+            "source": ids.source, "sizes": list(ids.sizes), "levels": ids.levels,
+            "unique_fraction": ids.unique_fraction(), "prefixes_per_depth": self.trie.prefixes_per_depth(),
+        }  # fmt: skip
+        self.ctx.info["vocab_size"] = self.model.vocab_size
+
+    def encoder_input(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        """(B, H) right-aligned item history (-1 = none) -> (B, [1 +] H * levels + 1) tokens."""
+        B = len(history)
+        tok = self.item_tokens[history.clamp_min(0)]
+        tok = torch.where((history >= 0).unsqueeze(-1), tok, PAD).reshape(B, -1)
+        parts = [tok, torch.full((B, 1), EOS, dtype=torch.long, device=tok.device)]
+        if self.config.user_tokens:
+            parts.insert(0, (self.user_offset + hash_users(users, self.config.user_tokens)).unsqueeze(1))
+        return torch.cat(parts, 1)
+
+    def lr_factor(self, step: int, total: int) -> float:
+        cfg = self.config
+        warm = max(1, int(round(cfg.warmup_ratio * total)))
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.lr_schedule == "constant":
+            return 1.0
+        if cfg.lr_schedule == "rsqrt":
+            return math.sqrt(warm / (step + 1))
+        progress = (step - warm) / max(1, total - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Generation loss over (B, levels, vocab) logits; subclasses may add terms."""
+        return F.cross_entropy(logits.flatten(0, 1) / self.config.tau, target.reshape(-1))
+
+    # ---- training -------------------------------------------------------------------------
+    def fit(self) -> None:
+        self.prepare()
+        cfg, dev = self.config, self.device
+        history, target, rows = training_examples(self.data.train, cfg.max_len)
+        history, target, users = (torch.from_numpy(a).to(dev) for a in (history, target, rows))
+        target_tok = self.item_tokens[target]  # (N, levels)
+        gen = self.ctx.torch_generator(self.name, "train")
+        # as the Hugging Face Trainer: no decay on norms and on the relative position bias tables
+        decay = [p for n, p in self.model.named_parameters() if p.dim() > 1 and "bias.table" not in n]
+        no_decay = [p for n, p in self.model.named_parameters() if not any(p is q for q in decay)]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+        total = cfg.epochs * max(1, math.ceil(len(target) / cfg.batch_size))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self.lr_factor(s, total))
+        autocast = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+        self.ctx.info.update(train_examples=len(target), lr_steps_planned=total)
+        self._decoding_beam = cfg.valid_beam
+        losses = []
+        try:
+            for _ in Selection(self.ctx, self.model, cfg.epochs, cfg.patience, cfg.eval_every):
+                self.model.train()
+                epoch_loss = torch.zeros((), device=dev)
+                n_batches = 0
+                for idx in shuffled_batches(len(target), cfg.batch_size, gen, dev):
+                    hist = history[idx]
+                    width = int((hist >= 0).sum(1).max())  # drop columns that are padding in every row
+                    src = self.encoder_input(users[idx], hist[:, hist.shape[1] - width :])
+                    tgt = target_tok[idx]
+                    tgt_in = torch.cat([torch.full_like(tgt[:, :1], BOS), tgt[:, :-1]], 1)
+                    with torch.autocast(**autocast):
+                        logits = self.model(src, tgt_in)
+                    loss = self.loss(logits, tgt)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    opt.step()
+                    sched.step()
+                    epoch_loss += loss.detach()
+                    n_batches += 1
+                losses.append(round(float(epoch_loss) / max(1, n_batches), 5))
+        finally:
+            self._decoding_beam = cfg.beam
+            self._gen = {k: 0 for k in self._gen}  # count generations of the final validation and test only
+        self.ctx.info["train_loss_curve"] = losses
+
+    # ---- recommendation -------------------------------------------------------------------
+    @torch.no_grad()
+    def recommend(self, batch: EvalBatch, k: int) -> torch.Tensor:
+        B, beam = len(batch.users), self._decoding_beam
+        src = self.encoder_input(batch.users, batch.history)
+        step = seq2seq_step(self.model, src, self.level_offsets, self.semantic_ids.sizes)
+        res = beam_search(step, self.trie, B, beam, k, self.device)
+        g = self._gen
+        g["users"] += B
+        g["slots"] += B * beam
+        g["generated"] += res.generated
+        g["invalid"] += res.invalid
+        g["duplicates"] += res.duplicates
+        self.ctx.info["generation_stats"] = {
+            "beam": beam, "valid_beam": self.config.valid_beam, "users": g["users"],
+            "invalid_rate": g["invalid"] / max(1, g["generated"]),
+            "duplicate_rate": g["duplicates"] / max(1, g["generated"]),
+            "empty_beam_rate": 1.0 - g["generated"] / max(1, g["slots"]),  # beam slots left without a valid ID
+        }  # fmt: skip
+        return res.items
