@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,11 @@ TINY_OVERRIDES: dict[str, dict] = {
     "mf": {"dim": 16, "epochs": 3, "eval_every": 1, "patience": 2, "batch_size": 64},
     "sasrec": {"hidden": 16, "layers": 1, "max_len": 8, "epochs": 3, "eval_every": 1, "patience": 2, "batch_size": 32},
     "sasrec-ce": {"hidden": 16, "layers": 1, "max_len": 8, "epochs": 3, "eval_every": 1, "patience": 2, "batch_size": 32},
+    "tiger": {"d_model": 16, "layers": 1, "heads": 2, "d_kv": 8, "d_ff": 32, "max_len": 8, "batch_size": 32, "epochs": 2,
+              "eval_every": 1, "patience": 1, "valid_beam": 10, "rq_levels": 2, "rq_codebook_size": 4, "rq_latent_dim": 8,
+              "rq_hidden": (32,), "rq_epochs": 20, "rq_batch_size": 0},
+    "tiger-letterindex": {"d_model": 16, "layers": 1, "heads": 2, "d_kv": 8, "d_ff": 32, "max_len": 8, "batch_size": 32,
+                          "epochs": 2, "eval_every": 1, "patience": 1, "valid_beam": 10},
 }
 # Applied to a method not listed above, for whichever of these fields its Config has, so a
 # newly registered method still runs small (and with no such fields it runs with {}).
@@ -72,13 +78,48 @@ def tiny_split(tiny_dataset: Dataset) -> Split:
     return leave_one_out(tiny_dataset)
 
 
+def hash_encoder(cfg, device):
+    """A deterministic 16-dim text "encoder" (a hash of the text), standing in for a sentence
+    model where a test is about the method's plumbing, not about the encoder."""
+
+    def encode(texts: list[str]) -> np.ndarray:
+        rng = [np.random.default_rng(zlib.crc32(t.encode())) for t in texts]
+        return np.stack([r.standard_normal(16) for r in rng]).astype(np.float32) if texts else np.zeros((0, 16), np.float32)
+
+    return encode
+
+
 @pytest.fixture
-def run_cfg(tmp_path: Path):
+def fake_text_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    from methods.semid import text
+
+    monkeypatch.setattr(text, "load_encoder", hash_encoder)
+
+
+def write_letter_index(folder: Path, dataset: Dataset, levels: int = 3, size: int = 4, seed: int = 0) -> Path:
+    """A LETTER-format index (``{"0": ["<a_1>", ...]}``, item k = P5 item k + 1) for every item of
+    ``dataset``, with the ``datamaps.json`` that maps P5 ids to the original ids; unique IDs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    n = dataset.n_items
+    flat = rng.choice(size**levels, size=n, replace=False)
+    codes = np.stack([(flat // size**(levels - 1 - l)) % size for l in range(levels)], 1)
+    index = {str(k): [f"<{'abcd'[l]}_{int(codes[k, l])}>" for l in range(levels)] for k in range(n)}
+    (folder / "Tiny.letter_index.json").write_text(json.dumps(index))
+    (folder / "datamaps.json").write_text(json.dumps({"id2item": {str(k + 1): str(dataset.item_ids[k]) for k in range(n)}}))
+    return folder / "Tiny.letter_index.json"
+
+
+@pytest.fixture
+def run_cfg(tmp_path: Path, tiny_dataset: Dataset, fake_text_encoder):
     """``run_cfg(**changes)`` -> a quiet CPU RunConfig writing under tmp_path/results, with tiny
-    overrides for every registered method (``cfg.overrides[name]``)."""
+    overrides for every registered method (``cfg.overrides[name]``).  Text embeddings come
+    from a hash encoder; tiger-letterindex reads a tiny LETTER index written here."""
+    index = write_letter_index(tmp_path / "letter-index", tiny_dataset)
 
     def make(**changes) -> RunConfig:
         overrides = {name: tiny_overrides(METHODS.get(name)) for name in METHODS.names()}
+        overrides["tiger-letterindex"]["index"] = str(index)
         base = dict(results_dir=tmp_path / "results", device="cpu", progress=False, eval_batch_size=16, overrides=overrides)
         base.update(changes)
         return RunConfig(**base)

