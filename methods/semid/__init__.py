@@ -5,7 +5,9 @@ LC-Rec, BLOGER, UniVA), each written once in its own module:
 * ``text``     -- item text template and sentence embeddings, cached per (dataset, encoder, template);
 * ``rqvae``    -- the RQ-VAE tokenizer (k-means init, collision handling, external indices);
 * ``seq2seq``  -- the T5-style encoder-decoder recommender;
-* ``beam``     -- the prefix trie as tensors and the batched constrained beam search.
+* ``beam``     -- the prefix trie as tensors and the batched constrained beam search;
+* ``generative`` -- :class:`GenerativeMethod`, the shared training/decoding loop (a subclass
+  supplies only ``build_ids``).
 
 Codebook utilization is a harness metric and lives in :mod:`bench.codebook`.
 """

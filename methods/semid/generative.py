@@ -123,7 +123,7 @@ def seq2seq_step(model: Seq2Seq, src: torch.Tensor, level_offsets: torch.Tensor,
     ``cache``: feed the decoder only the newest token and keep the self-attention keys and
     values of the earlier ones (reordered by ``parent`` each step); without it the decoder
     re-reads the whole prefix [start, codes...] every step (same result; measured on CPU
-    at Beauty's size, the cache makes the decoder steps 1.5x faster at beam 100 and 1.9x
+    at Beauty's size, the cache makes the decoder steps 1.5x faster at beam 100 and 2x
     at beam 20: scripts/bench_beam.py)."""
     B, dev = len(src), src.device
     autocast = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
