@@ -194,7 +194,7 @@ def test_shuffled_batches_is_a_seeded_permutation() -> None:
 def test_eval_types_carry_no_targets() -> None:
     assert {f.name for f in dataclasses.fields(EvalInput)} == {"users", "history"}
     assert {f.name for f in dataclasses.fields(EvalBatch)} == {"users", "history", "lengths"}
-    assert {f.name for f in dataclasses.fields(TrainData)} == {"train", "n_users", "n_items", "item_text", "item_value", "dataset"}
+    assert {f.name for f in dataclasses.fields(TrainData)} == {"train", "n_users", "n_items", "item_text", "item_value", "dataset", "item_ids", "data_dir"}
 
 
 def _arrays_reachable(obj, seen=None):
