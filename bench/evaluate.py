@@ -22,6 +22,7 @@ class EvalOutput:
     short_lists: int = 0  # users whose de-duplicated list held fewer than MAX_RANK items
     duplicates: int = 0  # repeated entries removed from ranked lists
     list_entries: int = 0  # entries returned in total (for the duplicate rate)
+    list_depth: int | None = None  # lists only: the longest de-duplicated list of any user
 
 
 class Evaluator:
@@ -62,7 +63,7 @@ class Evaluator:
         method.eval()
         n = len(self.users)
         ranks = torch.empty(n, dtype=torch.long, device=self.users.device)
-        short = dup = entries = 0
+        short = dup = entries = depth = 0
         method.ctx.synchronize()
         t0 = time.perf_counter()
         for start in tqdm(range(0, n, self.batch_size), desc=self.desc, disable=not self.progress or None, leave=False):
@@ -88,8 +89,10 @@ class Evaluator:
                 r, n_unique, n_dup = ranks_from_lists(lists, self.targets[sl])
                 ranks[sl] = r
                 short += int((n_unique < MAX_RANK).sum())
+                depth = max(depth, int(n_unique.max()) if len(n_unique) else 0)
                 dup += int(n_dup.sum())
                 entries += int((lists >= 0).sum())
         method.ctx.synchronize()
         seconds = time.perf_counter() - t0
-        return EvalOutput(ranks.cpu().numpy(), seconds, n, short, dup, entries)
+        return EvalOutput(ranks.cpu().numpy(), seconds, n, short, dup, entries,
+                          depth if method.output == "lists" else None)

@@ -91,8 +91,23 @@ def per_user(ranks: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def summarize(ranks: np.ndarray) -> dict[str, float]:
-    """Mean of each metric over all evaluated users (a user with nothing scores 0)."""
+def metric_cutoff(key: str) -> int:
+    return int(key.split("@")[1])
+
+
+def summarize(ranks: np.ndarray, list_depth: int | None = None, n_items: int | None = None) -> dict[str, float | None]:
+    """Mean of each metric over all evaluated users (a user with nothing scores 0).
+
+    ``list_depth``: for a method that outputs ranked lists, the longest de-duplicated list
+    it produced.  A metric at K is missing (``None``) when the lists could not reach K
+    although the catalog could (e.g. Hit@100 from a beam of 20): DESIGN section 2 says to
+    record it as missing rather than invent it.
+    """
     if len(ranks) == 0:
         return {k: math.nan for k in METRIC_KEYS}
-    return {k: float(v.mean()) for k, v in per_user(ranks).items()}
+    out: dict[str, float | None] = {k: float(v.mean()) for k, v in per_user(ranks).items()}
+    if list_depth is not None:
+        for k in out:
+            if list_depth < min(metric_cutoff(k), n_items if n_items is not None else metric_cutoff(k)):
+                out[k] = None
+    return out

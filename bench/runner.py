@@ -109,7 +109,7 @@ def build_method(method_cls: type[Method], split: Split, seed: int, cfg: RunConf
 
     def validate() -> dict[str, float]:
         out = holder["valid"].run()
-        return summarize(out.ranks)
+        return summarize(out.ranks, out.list_depth, split.n_items)
 
     ctx = Context(device=device, seed=derive_seed(seed, split.dataset.name, method_cls.name), validate=validate,
                   select_metric=cfg.select_metric, progress=cfg.progress)
@@ -141,7 +141,7 @@ def run_one(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig) -
         valid_metrics = ctx.validate()
         test = Evaluator(split.test, method, parts["tiebreak"], cfg.eval_batch_size, cfg.progress, "test", cfg.mask_history).run()
         memory = mem.read()
-    metrics = summarize(test.ranks)
+    metrics = summarize(test.ranks, test.list_depth, split.n_items)
     efficiency = {
         **method.parameter_counts(),
         "fit_seconds": fit_seconds,
@@ -195,6 +195,7 @@ def run_one(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig) -
     if method.output == "lists":
         record["generation"] = {
             "short_list_users": test.short_lists,
+            "list_depth": test.list_depth,
             "duplicate_rate": test.duplicates / max(1, test.list_entries),
         }
     write_record(path, record, test.ranks, split.dataset.fingerprint)

@@ -8,6 +8,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
+from bench.errors import UserError
 from bench.method import Context
 
 
@@ -48,6 +49,9 @@ class Selection:
         was_training = self.module.training
         self.module.eval()
         value = self.ctx.validate()[self.ctx.select_metric]
+        if value is None:
+            raise UserError(f"selection metric {self.ctx.select_metric} is missing on validation: the method's ranked lists "
+                            f"are shorter than its cutoff (raise the validation beam or choose another --select-metric)")
         self.module.train(was_training)
         self.curve.append((epoch, round(value, 6)))
         self.bar.set_postfix({self.ctx.select_metric: f"{value:.4f}", "best": f"{max(value, self.best_value):.4f}"})

@@ -232,3 +232,14 @@ def test_against_ir_measures_on_random_rankings() -> None:
     assert set(measures) == set(METRIC_KEYS)
     for key, measure in measures.items():
         assert ours[key] == pytest.approx(theirs[measure], abs=1e-9), key
+
+
+def test_metrics_beyond_the_lists_are_missing_not_invented() -> None:
+    ranks = np.array([1, 0, 7, 20, 0])
+    full = summarize(ranks)
+    beam20 = summarize(ranks, list_depth=20, n_items=1000)  # a beam of 20: Hit@100 cannot be measured
+    assert beam20["hit@100"] is None and all(beam20[k] == full[k] for k in METRIC_KEYS if k != "hit@100")
+    beam5 = summarize(ranks, list_depth=5, n_items=1000)
+    assert [k for k in METRIC_KEYS if beam5[k] is None] == ["recall@10", "ndcg@10", "recall@20", "ndcg@20", "hit@100"]
+    small_catalog = summarize(ranks, list_depth=30, n_items=30)  # every item was ranked: all metrics are real
+    assert small_catalog == full

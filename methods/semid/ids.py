@@ -17,7 +17,7 @@ import numpy as np
 @dataclass
 class SemanticIDs:
     codes: np.ndarray  # (n_items, levels) int64; codes[i, l] in [0, sizes[l])
-    sizes: tuple[int, ...]  # number of possible codes per level (a collision level: the largest count + 1)
+    sizes: tuple[int, ...]  # number of possible codes per level (a counting level: the size of the largest collision group)
     source: str  # how the IDs were made, e.g. "rqvae", "rqvae+letter", "external:Beauty.letter_index.json", "spectral"
     info: dict[str, Any] = field(default_factory=dict)  # tokenizer facts for the result record (losses, seconds, ...)
 
