@@ -41,6 +41,10 @@ from methods import METHODS  # noqa: E402
 from methods.semid.text import TextConfig, item_embeddings  # noqa: E402
 
 
+# --small: the same reduced transformer on both sides, for a smoke run on a CPU (not for quality)
+SMALL = {"d_model": 32, "layers": 1, "heads": 2, "d_kv": 16, "d_ff": 64}
+
+
 def subset(evalset: EvalSet, rows: np.ndarray) -> EvalSet:
     hist = evalset.input.history
     lengths = hist.lengths[rows]
@@ -51,7 +55,7 @@ def subset(evalset: EvalSet, rows: np.ndarray) -> EvalSet:
 
 def run_ours(split: Split, test: EvalSet, args, device: torch.device) -> dict:
     overrides = {"epochs": args.epochs, "eval_every": args.epochs, "rq_epochs": args.rq_epochs, "beam": args.beam,
-                 "valid_beam": args.beam}  # fmt: skip
+                 "valid_beam": args.beam, **(SMALL if args.small else {})}  # fmt: skip
     cfg = RunConfig(device=str(device), progress=sys.stderr.isatty(), eval_batch_size=args.eval_batch_size,
                     overrides={"tiger": overrides}, data_dir=None)  # fmt: skip
     method, parts = build_method(METHODS.get("tiger"), split, args.seed, cfg, device)
@@ -60,7 +64,7 @@ def run_ours(split: Split, test: EvalSet, args, device: torch.device) -> dict:
     out = Evaluator(test, method, parts["tiebreak"], args.eval_batch_size, cfg.progress, "test").run()
     info = method.ctx.info
     return {
-        "metrics": summarize(out.ranks),
+        "metrics": summarize(out.ranks, out.list_depth, split.n_items),
         "tokenizer_seconds": info["tokenizer_seconds"],
         "epoch_seconds": info["epoch_seconds_mean"],
         "users_per_second": out.users / out.seconds,
@@ -78,12 +82,17 @@ def run_cornac(split: Split, test: EvalSet, emb: np.ndarray, args, device: torch
 
     train = sit(np.arange(split.n_users), [split.train[u] for u in range(split.n_users)])
     test_rows = [np.append(test.input.history[k], test.targets[k]) for k in range(len(test.targets))]
+    valid = split.valid  # given to cornac only so that its item map knows every item (it is not used in fit)
+    valid_rows = [np.append(valid.input.history[k], valid.targets[k]) for k in range(len(valid.targets))]
     item_ids = [str(i) for i in range(split.n_items)]
-    ev = NextItemEvaluation.from_splits(train_data=train, test_data=sit(test.input.users, test_rows), fmt="SIT",
+    ev = NextItemEvaluation.from_splits(train_data=train, test_data=sit(test.input.users, test_rows),
+                                        val_data=sit(valid.input.users, valid_rows), fmt="SIT",
                                         exclude_unknowns=False, seed=args.seed,
                                         item_feature=FeatureModality(features=emb, ids=item_ids))  # fmt: skip
+    small = dict(d_model=SMALL["d_model"], d_ff=SMALL["d_ff"], num_heads=SMALL["heads"], d_kv=SMALL["d_kv"],
+                 num_enc_layers=SMALL["layers"], num_dec_layers=SMALL["layers"]) if args.small else {}  # fmt: skip
     model = TIGER(n_epochs=args.epochs, rqvae_n_epochs=args.rq_epochs, n_beams=args.beam, max_len=20, seed=args.seed,
-                  device=device.type, verbose=sys.stderr.isatty())  # fmt: skip
+                  device=device.type, verbose=sys.stderr.isatty(), **small)  # fmt: skip
     timings = {}
     for name in ("_tokenize", "_fit_seq2seq"):  # time the two stages of cornac's fit
         original = getattr(model, name)
@@ -112,7 +121,7 @@ def run_cornac(split: Split, test: EvalSet, emb: np.ndarray, args, device: torch
         ranks.append(ranks_from_scores(torch.from_numpy(scores[None]).float(), torch.tensor([test.targets[k]]), tiebreak))
     seconds = time.perf_counter() - t0
     return {
-        "metrics": summarize(torch.cat(ranks).numpy()),
+        "metrics": summarize(torch.cat(ranks).numpy(), args.beam, split.n_items),  # only its beam is ranked
         "tokenizer_seconds": timings["_tokenize"],
         "epoch_seconds": timings["_fit_seq2seq"] / args.epochs,
         "users_per_second": len(test.targets) / seconds,
@@ -132,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", type=int, default=0, help="evaluate a seeded random subset of this many test users (0 = all)")
     p.add_argument("--eval-batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--small", action="store_true", help="a small transformer on both sides (CPU smoke run; not TIGER's size)")
     p.add_argument("--output", default=None, help="also write the table as markdown here")
     args = p.parse_args(argv)
     if args.threads:
@@ -160,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     table = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
     hw = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} thread(s)"
     summary = (f"{args.dataset}, {len(test.targets):,} test users, beam {args.beam}, {args.epochs} seq2seq epochs (last epoch kept), "
-               f"{args.rq_epochs} RQ-VAE epochs, seed {args.seed}, embeddings {emb_info['encoder_source']} ({emb.shape[1]} dims), {hw}. "
+               f"{args.rq_epochs} RQ-VAE epochs, {'SMALL transformer ' + str(SMALL) if args.small else 'TIGER-sized transformer'}, seed {args.seed}, embeddings {emb_info['encoder_source']} ({emb.shape[1]} dims), {hw}. "
                f"Epoch time ratio cornac/ours {epoch_s[1] / epoch_s[0]:.1f}x; test throughput ratio ours/cornac {users_s[0] / users_s[1]:.1f}x.")  # fmt: skip
     print(table)
     print(summary)
