@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -19,6 +20,12 @@ QUICK_PROFILE = {
     "sasrec": {"epochs": 30},
     "sasrec-ce": {"epochs": 20},
 }
+
+
+def _tag(value: str) -> str:
+    if value and (not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", value) or value == "mask-history"):
+        raise UserError(f"--tag {value!r}: expected lower-case letters, digits, '.', '_' or '-' (e.g. cpu-small), not 'mask-history'")
+    return value
 
 
 def _split_names(value: str, what: str) -> list[str]:
@@ -72,6 +79,7 @@ def cmd_run(args) -> int:
         if section not in METHODS:
             raise did_you_mean(section, METHODS.names(), "method in --set/--config section")
         apply_overrides(METHODS.get(section).Config(), overrides[section], section)
+    _tag(args.tag)
     data_dir = resolve_data_dir(args.data_dir)
     if args.datasets == "all":
         dataset_list, optional = dataset_names(), True
@@ -100,6 +108,7 @@ def cmd_run(args) -> int:
         eval_batch_size=args.eval_batch_size,
         overwrite=args.overwrite,
         mask_history=args.mask_history,
+        tag=args.tag,
         data_dir=data_dir,
         progress=sys.stderr.isatty() and not args.quiet,
         overrides=overrides,
@@ -213,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", default=None, help="TOML or JSON file with one table of options per method")
     r.add_argument("--select-metric", default="ndcg@10", help="validation metric for early stopping (default: ndcg@10)")
     r.add_argument("--eval-batch-size", type=int, default=1024)
+    r.add_argument("--tag", default="",
+                   help="label runs made with non-default settings (e.g. epoch caps on a CPU): results kept apart under <dataset>@<tag>, "
+                        "with their own leaderboard table")
     r.add_argument("--mask-history", action="store_true",
                    help="protocol variant: remove each user's history items from every method's ranking (results kept apart under <dataset>@mask-history)")
     r.add_argument("--overwrite", action="store_true", help="redo runs whose record exists")

@@ -120,6 +120,11 @@ def render_leaderboard(results_dir: Path) -> str:
         fingerprints = sorted({str(r.data.get("provenance", {}).get("data_fingerprint")) for rs in methods.values() for r in rs})
         lines.append(f"## {dataset}")
         lines.append("")
+        tags = sorted({r.data.get("protocol", {}).get("tag", "") for rs in methods.values() for r in rs} - {""})
+        if tags:
+            lines.append(f"Tagged runs ({', '.join(tags)}): made with non-default settings (each record's `config` says which), "
+                         "e.g. smaller models or epoch caps where no GPU was available; not comparable with the untagged table.")
+            lines.append("")
         if "@mask-history" in dataset:
             lines.append("Protocol variant: every user's history items are removed from the ranking, for every method alike "
                          "(as in RecBole's default evaluation of general recommenders); not comparable with the unmasked table.")

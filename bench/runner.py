@@ -37,6 +37,7 @@ class RunConfig:
     select_metric: str = "ndcg@10"
     eval_batch_size: int = 1024
     mask_history: bool = False  # protocol variant: never rank a user's history items (all methods alike)
+    tag: str = ""  # a labeled non-default setting (e.g. "cpu-small"): its records live in their own table
     overwrite: bool = False
     progress: bool = True
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -44,7 +45,7 @@ class RunConfig:
 
     @property
     def variant(self) -> str:
-        return "mask-history" if self.mask_history else ""
+        return "+".join(v for v in ("mask-history" if self.mask_history else "", self.tag) if v)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -166,6 +167,7 @@ def run_one(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig) -
             "history_cap": method.history_cap,
             "history_masking": cfg.mask_history,
             "variant": cfg.variant,
+            "tag": cfg.tag,
             "select_metric": cfg.select_metric,
             "users_evaluated": test.users,
             "output": method.output,

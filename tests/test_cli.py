@@ -105,6 +105,8 @@ def test_bad_set_option(capsys, dirs, option: str, fragments: tuple[str, ...]) -
         (["--select-metric", "ndcg@7"], "--select-metric"),
         (["--device", "tpu"], "--device"),
         (["--methods", " , "], "--methods"),
+        (["--tag", "CPU small"], "--tag"),
+        (["--tag", "mask-history"], "--tag"),
     ],
 )
 def test_other_bad_options(capsys, dirs, args: list[str], fragment: str) -> None:
@@ -197,6 +199,20 @@ def test_run_with_config_file_and_set_override(capsys, dirs, registered_tiny) ->
 
     rc, out, _ = cli(capsys, *run_args(d, "--methods", "pop", "--datasets", "tinyds", "--seeds", "0,1"))
     assert rc == 0 and "0 run(s) written, 2 skipped" in out and "exists, skipped" in out
+
+
+def test_tagged_runs_are_kept_apart(capsys, dirs, registered_tiny) -> None:
+    d = dict(dirs, data=registered_tiny["data"])
+    board = dirs["root"] / "lb.md"
+    rc, out, err = cli(capsys, *run_args(d, "--methods", "pop", "--datasets", "tinyds", "--tag", "cpu-small", "--leaderboard", board))
+    assert rc == 0, err
+    rec = json.loads(record_path(dirs["results"], "tinyds", "pop", 0, "cpu-small").read_text())
+    assert rec["protocol"]["tag"] == "cpu-small" and rec["protocol"]["variant"] == "cpu-small"
+    assert not record_path(dirs["results"], "tinyds", "pop", 0).exists()
+    text = board.read_text()
+    assert "## tinyds@cpu-small" in text and "Tagged runs (cpu-small)" in text
+    rc, out, err = cli(capsys, *run_args(d, "--methods", "pop", "--datasets", "tinyds", "--tag", "cpu-small", "--mask-history"))
+    assert rc == 0 and record_path(dirs["results"], "tinyds", "pop", 0, "mask-history+cpu-small").is_file()
 
 
 @pytest.mark.parametrize(
