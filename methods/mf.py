@@ -25,6 +25,7 @@ class MFConfig:
     weight_decay: float = 0.0
     reg: float = 1e-4  # L2 on the embeddings of each batch's triples
     batch_size: int = 4096
+    init_std: float = 0.1  # N(0, init_std) for both embedding tables
     epochs: int = 200
     patience: int = 10
     eval_every: int = 5
@@ -32,12 +33,12 @@ class MFConfig:
 
 
 class MFModel(torch.nn.Module):
-    def __init__(self, n_users: int, n_items: int, dim: int):
+    def __init__(self, n_users: int, n_items: int, dim: int, init_std: float = 0.1):
         super().__init__()
         self.user = torch.nn.Embedding(n_users, dim)
         self.item = torch.nn.Embedding(n_items, dim)
-        torch.nn.init.normal_(self.user.weight, std=0.1)
-        torch.nn.init.normal_(self.item.weight, std=0.1)
+        torch.nn.init.normal_(self.user.weight, std=init_std)
+        torch.nn.init.normal_(self.item.weight, std=init_std)
 
 
 class MF(Method):
@@ -48,7 +49,7 @@ class MF(Method):
 
     def __init__(self, config, data, ctx):
         super().__init__(config, data, ctx)
-        self.model = MFModel(data.n_users, data.n_items, config.dim).to(self.device)
+        self.model = MFModel(data.n_users, data.n_items, config.dim, config.init_std).to(self.device)
 
     def fit(self) -> None:
         cfg, dev, n_items = self.config, self.device, self.data.n_items

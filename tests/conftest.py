@@ -23,6 +23,8 @@ TINY_OVERRIDES: dict[str, dict] = {
     "mf": {"dim": 16, "epochs": 3, "eval_every": 1, "patience": 2, "batch_size": 64},
     "sasrec": {"hidden": 16, "layers": 1, "max_len": 8, "epochs": 3, "eval_every": 1, "patience": 2, "batch_size": 32},
     "sasrec-ce": {"hidden": 16, "layers": 1, "max_len": 8, "epochs": 3, "eval_every": 1, "patience": 2, "batch_size": 32},
+    "lightgcn": {"dim": 16, "epochs": 3, "eval_every": 1, "patience": 2, "batch_size": 64},
+    "ials": {"factors": 8, "iterations": 3, "patience": 2},
 }
 # Applied to a method not listed above, for whichever of these fields its Config has, so a
 # newly registered method still runs small (and with no such fields it runs with {}).
