@@ -76,6 +76,12 @@ def test_lightgcn_propagation_is_the_layer_mean(tiny_split: Split) -> None:
     want = (e + a @ e + a @ a @ e + a @ a @ a @ e) / 4
     users, items = model.propagate()
     torch.testing.assert_close(torch.cat([users, items]).detach(), want, rtol=1e-5, atol=1e-6)
+    # the gradient through the sparse propagation equals the dense one
+    w = torch.randn(len(want), want.shape[1], generator=torch.Generator().manual_seed(0))
+    (torch.cat([users, items]) * w).sum().backward()
+    e_ref = e.clone().requires_grad_(True)
+    ((e_ref + a @ e_ref + a @ a @ e_ref + a @ a @ a @ e_ref) / 4 * w).sum().backward()
+    torch.testing.assert_close(torch.cat([model.user.weight.grad, model.item.weight.grad]), e_ref.grad, rtol=1e-5, atol=1e-6)
 
 
 def test_lightgcn_with_zero_layers_scores_like_mf(tiny_split: Split) -> None:
