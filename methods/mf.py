@@ -20,24 +20,29 @@ from bench.training import Selection
 
 @dataclass
 class MFConfig:
+    # Defaults chosen on Beauty validation NDCG@10 (unmasked, seed 0): RecBole's BPR setting (small
+    # N(0, 0.01) init, lr 1e-3, batch 2048, no L2) gives 0.0203 where N(0, 0.1) init, lr 5e-3, batch
+    # 4096, reg 1e-4 gave 0.0090; with the small init, lr 5e-3 peaks at epoch 5 and overfits (0.0159),
+    # and reg 1e-3 changes nothing (0.0160).
     dim: int = 64
-    lr: float = 5e-3  # on Beauty (masked validation) 5e-3 reaches in 60 epochs what 1e-3 reaches in 100; 2e-2 overfits
+    lr: float = 1e-3
     weight_decay: float = 0.0
-    reg: float = 1e-4  # L2 on the embeddings of each batch's triples
-    batch_size: int = 4096
+    reg: float = 0.0  # L2 on the embeddings of each batch's triples
+    batch_size: int = 2048
+    init_std: float = 0.01  # N(0, init_std) for both embedding tables; 0.1 (the old default) halves validation NDCG
     epochs: int = 200
-    patience: int = 10
+    patience: int = 5
     eval_every: int = 5
     max_len: int = 0  # MF reads no history at test time: the user embedding carries it
 
 
 class MFModel(torch.nn.Module):
-    def __init__(self, n_users: int, n_items: int, dim: int):
+    def __init__(self, n_users: int, n_items: int, dim: int, init_std: float):
         super().__init__()
         self.user = torch.nn.Embedding(n_users, dim)
         self.item = torch.nn.Embedding(n_items, dim)
-        torch.nn.init.normal_(self.user.weight, std=0.1)
-        torch.nn.init.normal_(self.item.weight, std=0.1)
+        torch.nn.init.normal_(self.user.weight, std=init_std)
+        torch.nn.init.normal_(self.item.weight, std=init_std)
 
 
 class MF(Method):
@@ -48,7 +53,7 @@ class MF(Method):
 
     def __init__(self, config, data, ctx):
         super().__init__(config, data, ctx)
-        self.model = MFModel(data.n_users, data.n_items, config.dim).to(self.device)
+        self.model = MFModel(data.n_users, data.n_items, config.dim, config.init_std).to(self.device)
 
     def fit(self) -> None:
         cfg, dev, n_items = self.config, self.device, self.data.n_items

@@ -1,5 +1,9 @@
 #!/usr/bin/env python
-"""Peer comparison: RecBole 1.2.1's SASRec and ours (``sasrec-ce``) on the same ml-100k split.
+"""Peer comparison: RecBole 1.2.1's classical models and ours on the identical ml-100k split.
+
+One row pair per method in ``PEERS`` (RecBole's BPR, Caser, SASRec, BERT4Rec, LightGCN
+against our ``mf``, ``caser``, ``sasrec-ce``, ``bert4rec``, ``lightgcn``); a method of ours
+that is not registered is skipped with a line that says so.
 
 What it does
 ------------
@@ -11,25 +15,27 @@ What it does
    exactly (no ties within a user are possible).  RecBole is configured with
    ``eval_args = {split: {LS: valid_and_test}, order: TO, group_by: user, mode: full}`` and no
    filtering of any kind.
-3. Checks that RecBole's split is ours: its test and validation (user, target) pairs must
-   equal ``leave_one_out(dataset).test`` / ``.valid`` (mapped back through
-   ``field2id_token``), the test and validation histories must be our histories cut to the
-   last 50 items, and its training targets must be exactly our training targets.  A mismatch
-   aborts the run.
-4. Trains RecBole's SASRec (its own ``Trainer``: early stopping, best checkpoint, test
-   evaluation with RecBole's evaluator) and ours (``bench.runner.run_one``), and prints one
-   table: test NDCG@10 and Recall@10, seconds per training epoch, epochs, batch size, device,
-   plus the ratio of seconds per epoch (RecBole / ours).  RecBole's trained model is also
-   scored with *our* metric code (same seeded tie-break as the harness) as a cross-check of
-   the two evaluators.
+3. Checks, per method, that RecBole's split is ours: its test and validation (user, target)
+   pairs must equal ``leave_one_out(dataset).test`` / ``.valid`` (mapped back through
+   ``field2id_token``); for sequential models the test and validation histories must be our
+   histories cut to the method's history length and the training targets exactly our
+   training targets (every training item but each user's first); for general models
+   (BPR, LightGCN) the training interactions must be exactly ours.  A mismatch aborts.
+4. Trains RecBole's model (its own ``Trainer``: early stopping, best checkpoint, test
+   evaluation with RecBole's evaluator) and ours (``bench.runner.run_one``) with the same
+   epoch cap, validation interval and patience, and prints one table: test NDCG@10 and
+   Recall@10, seconds per training epoch, epochs, batch size, device, and the ratio of
+   seconds per epoch (RecBole / ours).  RecBole's trained model is also scored with *our*
+   metric code (same seeded tie-break as the harness) as a cross-check of the evaluators.
 
 Protocol notes
 --------------
-* Masking: RecBole's full-sort evaluation does not mask history items for sequential models
-  (``FullSortEvalDataLoader`` returns ``history_index = None`` when
-  ``MODEL_TYPE == SEQUENTIAL``; only the padding item 0 is set to -inf in
-  ``Trainer._full_sort_batch_eval``).  Our protocol does not mask either, so both rank the
-  full catalog including already-seen items.
+* Masking.  RecBole's full-sort evaluation masks a user's earlier items for *general*
+  recommenders (``repeatable = False``, its default: ``FullSortEvalDataLoader`` passes the
+  training items, plus the validation item at test time, as ``history_index``) but not for
+  sequential ones (``history_index = None``).  Ours therefore runs general methods (mf,
+  lightgcn) with ``--mask-history`` (which removes exactly those items) and sequential ones
+  without; the table says which.
 * Both select the checkpoint on validation NDCG@10, validate every ``--eval-every`` epochs and
   stop after ``--patience`` validations without improvement (RecBole: ``stopping_step =
   patience - 1`` because it stops when the counter *exceeds* ``stopping_step``; it also
@@ -37,49 +43,51 @@ Protocol notes
 * Ties in the ranking: ours uses a seeded random tie-break; RecBole's evaluator uses
   ``torch.topk`` order.  With continuous scores ties are practically absent.
 
-Training differences that cannot be configured away
----------------------------------------------------
-* Training examples.  RecBole *augments*: every training prefix becomes one sample
+Hyperparameters
+---------------
+Each side uses its own defaults except where a row of ``PEERS`` matches them (the rows'
+``recbole`` dicts and ``ours`` overrides).  SASRec is matched as far as the architectures
+allow: hidden 64, 2 layers, 1 head, feed-forward 64, ReLU, LayerNorm eps 1e-8, dropout 0.5,
+max length 50, full softmax cross-entropy, Adam lr 1e-3.  Differences that cannot be
+configured away:
+
+* SASRec training examples.  RecBole *augments*: every training prefix becomes one sample
   (history = up to 50 previous items, target = next item) and the loss is taken at the last
-  position only, so an epoch is ~97k padded length-50 sequences in batches of
-  ``train_batch_size`` samples (RecBole's default 2048, kept here).  Ours cuts each user's
-  training sequence into windows of up to 50 targets and takes the loss at *every* position,
-  so an epoch is ~2.5k windows in batches of 128 windows (up to 6,400 targets).  Both see
-  every training target exactly once per epoch; RecBole recomputes each prefix from scratch,
-  which is why its epochs are far more expensive.  The batch sizes are therefore not
-  comparable and both are reported (samples for RecBole, windows for ours).
-* Block.  RecBole's SASRec is a BERT-style post-LN transformer (embedding LayerNorm +
-  dropout, attention -> dropout -> residual -> LayerNorm, FFN -> dropout -> residual ->
-  LayerNorm) on left-aligned sequences with positions counted from the oldest item, N(0, 0.02)
-  initialisation, and a softmax that includes the padding item.  Ours follows the paper's
-  pre-LN layout on right-aligned sequences (the most recent item always sits at the last
-  position), Xavier initialisation, and a softmax over real items only.
-* Optimiser: both Adam with lr 1e-3 and no weight decay; ours uses betas (0.9, 0.98) as in
-  the SASRec paper, RecBole's ``learner: adam`` uses PyTorch's default (0.9, 0.999).
-* Matched: hidden 64, 2 layers, 1 head, feed-forward inner size 64, ReLU, LayerNorm eps 1e-8,
-  dropout 0.5 (hidden and attention), max length 50, full softmax cross-entropy.
+  position only (~97k padded sequences per epoch in batches of 2048 samples).  Ours cuts
+  each user's training sequence into windows of up to 50 targets with the loss at *every*
+  position (~2.5k windows in batches of 128).  Both see every training target once per
+  epoch; RecBole recomputes each prefix from scratch, which is why its epochs cost more.
+* SASRec block: RecBole's is BERT-style post-LN on left-aligned sequences, N(0, 0.02)
+  initialisation, a softmax that includes the padding item, Adam betas (0.9, 0.999); ours is
+  the paper's pre-LN on right-aligned sequences, Xavier initialisation, a softmax over real
+  items, betas (0.9, 0.98).
+* BPR / LightGCN: RecBole's regulariser for LightGCN is ``1e-5 * (||u0|| + ||p0|| + ||n0||) / B``
+  (un-squared norms, ``EmbLoss(require_pow=False)``), ours the paper's
+  ``reg * (||u0||^2 + ||p0||^2 + ||n0||^2) / (2B)``; RecBole's BPR has no regulariser and
+  Xavier-normal initialisation.  Both draw one uniform negative per training pair.
 
 Running it
 ----------
     pip install recbole==1.2.1 --no-deps
     pip install "pandas<3" colorlog texttable scikit-learn tensorboard pyyaml colorama
-    python scripts/recbole_side_by_side.py --device cpu --output peers/recbole_sasrec_ml-100k_cpu.md
-    python scripts/recbole_side_by_side.py --device cuda --output peers/recbole_sasrec_ml-100k_cuda.md
+    python scripts/recbole_side_by_side.py --device cpu --threads 1 --methods mf,lightgcn --output peers/x.md
+    python scripts/recbole_side_by_side.py --device cuda --output peers/recbole_ml-100k_cuda.md
 
-Without ``--epochs`` the CPU run caps both trainings at ``CPU_DEFAULT_EPOCHS`` (5) epochs, about
-12 minutes on this 2-core machine (RecBole's epoch is ~2 minutes there), and a CUDA run uses
-our default (200, with early stopping).  On a CPU shared with other jobs pass ``--threads 1``:
-two torch threads competing with another process were ~5x slower than one.
+Without ``--epochs`` a CPU run caps every training at ``CPU_DEFAULT_EPOCHS`` (5) epochs
+(RecBole's SASRec epoch is ~2 minutes on one core of a small machine), and a CUDA run uses
+``GPU_DEFAULT_EPOCHS`` (200, with early stopping).  On a CPU shared with other jobs pass
+``--threads 1``: two torch threads competing with another process were ~5x slower than one.
 
 Compatibility fixes for RecBole 1.2.1 on numpy 2 / torch >= 2.6 / scipy >= 1.12 are applied
-by :func:`patch_recbole` (see DESIGN.md section 7).  Exit code 2 with a one-line error when
-recbole or a dependency its import needs is missing.
+by :func:`patch_recbole`, in one place (see DESIGN.md section 7).  Exit code 2 with a
+one-line error when recbole or a dependency its import needs is missing, or an option is bad.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
@@ -88,18 +96,51 @@ import tempfile
 import time
 import types
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if importlib.util.find_spec("bench") is None:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(REPO_ROOT))
+
 DATASET = "ml-100k"
 RB_DATASET = "bench-ml-100k"  # the RecBole dataset name (and folder) of our exported copy
-OURS = "sasrec-ce"
-MAX_LEN = 50
-RECBOLE_BATCH = 2048  # RecBole's default train_batch_size (samples = prefixes)
-CPU_DEFAULT_EPOCHS = 5  # RecBole needs ~2 min per epoch on one core of this machine
+DEFAULT_MAX_LEN = 50  # history length for a sequential method whose Config has no max_len
+RECBOLE_BATCH = 2048  # RecBole's default train_batch_size
+CPU_DEFAULT_EPOCHS = 5  # RecBole's SASRec needs ~2 min per epoch on one core of this machine
 GPU_DEFAULT_EPOCHS = 200  # ours' default; early stopping usually ends it sooner
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One compared method: RecBole's model and our registered method."""
+
+    label: str  # row label
+    ours: str  # our registered method name
+    recbole: str  # RecBole model class name
+    sequential: bool  # RecBole's model type; decides the split check and history masking
+    recbole_config: dict = field(default_factory=dict)  # model settings on top of RecBole's defaults
+    ours_overrides: dict = field(default_factory=dict)  # config overrides on top of our defaults
+    batch_unit: str = "pairs"  # what one element of a RecBole training batch is
+    ours_batch_unit: str = "pairs"  # ... and of ours
+
+
+SASREC_MATCHED = {
+    "n_layers": 2, "n_heads": 1, "hidden_size": 64, "inner_size": 64, "hidden_dropout_prob": 0.5,
+    "attn_dropout_prob": 0.5, "hidden_act": "relu", "layer_norm_eps": 1e-8, "loss_type": "CE",
+    "MAX_ITEM_LIST_LENGTH": 50,
+}  # fmt: skip
+
+PEERS: list[Peer] = [
+    Peer("MF (BPR)", "mf", "BPR", False),
+    Peer("Caser", "caser", "Caser", True, {"loss_type": "CE"}, batch_unit="samples", ours_batch_unit="sequences"),
+    Peer("SASRec (CE)", "sasrec-ce", "SASRec", True, SASREC_MATCHED, {"max_len": 50}, batch_unit="samples", ours_batch_unit="windows"),
+    Peer("BERT4Rec", "bert4rec", "BERT4Rec", True, {"loss_type": "CE"}, batch_unit="samples", ours_batch_unit="sequences"),
+    Peer("LightGCN", "lightgcn", "LightGCN", False),
+]
 
 # import name -> pip requirement; what `import recbole.{config,data,model,trainer,utils}` needs
 # beyond this project's own dependencies (torch, numpy, scipy, tqdm)
@@ -158,7 +199,7 @@ def patch_recbole() -> types.SimpleNamespace:
       ``Trainer.evaluate`` (the checkpoint pickles RecBole's Config; torch >= 2.6 defaults to
       ``weights_only=True``), scoped to ``recbole.trainer.trainer``;
     * ``scipy.sparse.dok_matrix._update`` (removed in scipy 1.12; used by RecBole's graph
-      models, not by SASRec) restored as a dict update;
+      models such as LightGCN to build the adjacency) restored as a dict update;
     * autograd anomaly mode, which ``recbole.model.sequential_recommender.sine`` switches on
       at import (making every backward pass much slower), switched off again;
     * RecBole's Trainer tensorboard writer replaced by a no-op (no ./log_tensorboard).
@@ -176,11 +217,12 @@ def patch_recbole() -> types.SimpleNamespace:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # FutureWarnings from np.object / np.str aliases
+        import recbole.model.general_recommender  # noqa: F401  (imported here, before anomaly mode is reset)
+        import recbole.model.sequential_recommender  # noqa: F401
         import recbole.trainer.trainer as rb_trainer
         from recbole.config import Config
         from recbole.data import create_dataset, data_preparation
-        from recbole.model.sequential_recommender import SASRec
-        from recbole.utils import init_logger, init_seed
+        from recbole.utils import get_model, get_trainer, init_logger, init_seed
     torch.autograd.set_detect_anomaly(False)
 
     class _TorchForRecBole(types.ModuleType):
@@ -201,8 +243,8 @@ def patch_recbole() -> types.SimpleNamespace:
         Config=Config,
         create_dataset=create_dataset,
         data_preparation=data_preparation,
-        SASRec=SASRec,
-        Trainer=rb_trainer.Trainer,
+        get_model=get_model,
+        get_trainer=get_trainer,
         init_logger=init_logger,
         init_seed=init_seed,
     )
@@ -237,6 +279,8 @@ def write_atomic_files(dataset, folder: Path) -> Path:
     out = folder / RB_DATASET
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{RB_DATASET}.inter"
+    if path.exists():
+        return path
     lengths = dataset.lengths()
     users = np.repeat(np.arange(dataset.n_users), lengths)
     position = np.arange(dataset.n_interactions) - np.repeat(dataset.offsets[:-1], lengths)
@@ -246,7 +290,20 @@ def write_atomic_files(dataset, folder: Path) -> Path:
     return path
 
 
-def recbole_config(rb, data_path: Path, device: torch.device, seed: int, epochs: int, eval_every: int, patience: int, verbose: bool):
+def history_length(peer: Peer) -> int | None:
+    """The history length both sides use for a sequential peer (None for general ones)."""
+    if not peer.sequential:
+        return None
+    if "max_len" in peer.ours_overrides:
+        return int(peer.ours_overrides["max_len"])
+    from methods import METHODS
+
+    default = getattr(METHODS.get(peer.ours).Config(), "max_len", None)
+    return int(default) if default else DEFAULT_MAX_LEN
+
+
+def recbole_config(rb, peer: Peer, data_path: Path, device: torch.device, seed: int, epochs: int, eval_every: int,
+                   patience: int, verbose: bool):
     cuda = device.type == "cuda"
     config_dict = {
         # environment
@@ -272,7 +329,6 @@ def recbole_config(rb, data_path: Path, device: torch.device, seed: int, epochs:
         "filter_inter_by_user_or_item": False,
         "user_inter_num_interval": "[0,inf)",
         "item_inter_num_interval": "[0,inf)",
-        "MAX_ITEM_LIST_LENGTH": MAX_LEN,
         # split and evaluation
         "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"},
         "metrics": ["Recall", "NDCG"],
@@ -280,17 +336,6 @@ def recbole_config(rb, data_path: Path, device: torch.device, seed: int, epochs:
         "valid_metric": "NDCG@10",
         "valid_metric_bigger": True,
         "eval_batch_size": 4096,
-        # model: matched to ours (methods/sasrec.py) as far as the architectures allow
-        "n_layers": 2,
-        "n_heads": 1,
-        "hidden_size": 64,
-        "inner_size": 64,
-        "hidden_dropout_prob": 0.5,
-        "attn_dropout_prob": 0.5,
-        "hidden_act": "relu",
-        "layer_norm_eps": 1e-8,
-        "loss_type": "CE",
-        "train_neg_sample_args": None,
         # training
         "learner": "adam",
         "learning_rate": 1e-3,
@@ -301,7 +346,11 @@ def recbole_config(rb, data_path: Path, device: torch.device, seed: int, epochs:
         "stopping_step": patience - 1,  # RecBole stops when the counter exceeds stopping_step
         "shuffle": True,
     }
-    config = rb.Config(model="SASRec", dataset=RB_DATASET, config_dict=config_dict)
+    if peer.sequential:
+        config_dict["MAX_ITEM_LIST_LENGTH"] = history_length(peer)
+        config_dict["train_neg_sample_args"] = None  # full softmax (loss_type CE)
+    config_dict.update(peer.recbole_config)
+    config = rb.Config(model=peer.recbole, dataset=RB_DATASET, config_dict=config_dict)
     config["device"] = device
     return config
 
@@ -311,16 +360,21 @@ def _tokens_to_ours(tokens: np.ndarray) -> np.ndarray:
     return np.array([-1] + [int(t) for t in tokens[1:]], dtype=np.int64)
 
 
-def check_split(split, rb_datasets, user_map: np.ndarray, item_map: np.ndarray) -> dict:
-    """Assert that RecBole's train / valid / test are our leave-one-out split; return counts."""
+def _sorted_pairs(pairs: np.ndarray) -> np.ndarray:
+    return pairs[np.lexsort(pairs.T[::-1])]
+
+
+def check_split(split, rb_datasets, user_map: np.ndarray, item_map: np.ndarray, max_len: int | None) -> dict:
+    """Assert that RecBole's train / valid / test are our leave-one-out split; return counts.
+
+    ``max_len`` is the history length of a sequential model (RecBole's datasets then hold
+    histories and augmented training samples); ``None`` for a general model."""
     train_ds, valid_ds, test_ds = rb_datasets
     out = {}
     for name, ours, ds in (("test", split.test, test_ds), ("valid", split.valid, valid_ds)):
         feat = ds.inter_feat
         users = user_map[feat["user_id"].numpy()]
         targets = item_map[feat["item_id"].numpy()]
-        hist = item_map[feat["item_id_list"].numpy()]
-        hist_len = feat["item_length"].numpy()
         ours_pairs = dict(zip(ours.input.users.tolist(), ours.targets.tolist()))
         rb_pairs = dict(zip(users.tolist(), targets.tolist()))
         if len(rb_pairs) != len(users):
@@ -328,31 +382,37 @@ def check_split(split, rb_datasets, user_map: np.ndarray, item_map: np.ndarray) 
         if rb_pairs != ours_pairs:
             diff = sorted(set(rb_pairs.items()) ^ set(ours_pairs.items()))[:5]
             raise AssertionError(f"RecBole's {name} (user, target) pairs differ from ours, e.g. {diff}")
-        row_of = {u: k for k, u in enumerate(ours.input.users.tolist())}
-        for r, u in enumerate(users.tolist()):
-            mine = ours.input.history[row_of[u]][-MAX_LEN:]
-            theirs = hist[r, : hist_len[r]]
-            if not np.array_equal(mine, theirs):
-                raise AssertionError(f"RecBole's {name} history of user {u} differs from ours (cut to {MAX_LEN})")
+        if max_len is not None:
+            hist = item_map[feat["item_id_list"].numpy()]
+            hist_len = feat["item_length"].numpy()
+            row_of = {u: k for k, u in enumerate(ours.input.users.tolist())}
+            for r, u in enumerate(users.tolist()):
+                mine = ours.input.history[row_of[u]][-max_len:]
+                theirs = hist[r, : hist_len[r]]
+                if not np.array_equal(mine, theirs):
+                    raise AssertionError(f"RecBole's {name} history of user {u} differs from ours (cut to {max_len})")
         out[f"{name}_pairs"] = len(rb_pairs)
-    # training: the targets are every training item but each user's first, once each
     feat = train_ds.inter_feat
     rb_train = np.stack([user_map[feat["user_id"].numpy()], item_map[feat["item_id"].numpy()]], 1)
     rows, items = split.train.user_item_pairs()
-    first = np.zeros(len(rows), dtype=bool)
-    first[split.train.offsets[:-1][split.train.lengths > 0]] = True
-    ours_train = np.stack([rows, items], 1)[~first]
-    a = rb_train[np.lexsort(rb_train.T[::-1])]
-    b = ours_train[np.lexsort(ours_train.T[::-1])]
+    ours_train = np.stack([rows, items], 1)
+    if max_len is not None:  # sequential: the targets are every training item but each user's first
+        first = np.zeros(len(rows), dtype=bool)
+        first[split.train.offsets[:-1][split.train.lengths > 0]] = True
+        ours_train = ours_train[~first]
+    a, b = _sorted_pairs(rb_train), _sorted_pairs(ours_train)
     if a.shape != b.shape or not np.array_equal(a, b):
-        raise AssertionError(f"RecBole's training targets differ from ours ({len(a)} vs {len(b)} (user, target) pairs)")
+        what = "training targets" if max_len is not None else "training interactions"
+        raise AssertionError(f"RecBole's {what} differ from ours ({len(a)} vs {len(b)} (user, item) pairs)")
     out["train_samples"] = len(a)
     return out
 
 
 @torch.no_grad()
-def harness_metrics(model, test_data, split, item_map: np.ndarray, user_map: np.ndarray, seed: int, device: torch.device) -> dict:
-    """RecBole's trained model scored by our metric code, with the harness's tie-break."""
+def harness_metrics(model, test_data, split, item_map: np.ndarray, user_map: np.ndarray, seed: int, device: torch.device,
+                    mask_history: bool) -> dict:
+    """RecBole's trained model scored by our metric code, with the harness's tie-break (and,
+    for general models, our history masking)."""
     from bench.metrics import ranks_from_scores, summarize, tiebreak_order
     from bench.runner import derive_seed
 
@@ -361,13 +421,21 @@ def harness_metrics(model, test_data, split, item_map: np.ndarray, user_map: np.
     ours_to_rb[item_map[1:]] = np.arange(1, n + 1)
     cols = torch.from_numpy(ours_to_rb).to(device)
     tiebreak = tiebreak_order(n, derive_seed(seed, split.dataset.name, "tiebreak")).to(device)
-    item_map_t = torch.from_numpy(item_map).to(device)
+    ev = split.test.input
+    target_of = np.full(split.n_users, -1, dtype=np.int64)
+    target_of[ev.users] = split.test.targets
+    row_of = np.full(split.n_users, -1, dtype=np.int64)
+    row_of[ev.users] = np.arange(len(ev.users))
     model.eval()
     ranks = []
     for interaction, _, _, _ in test_data:
         interaction = interaction.to(device)
-        scores = model.full_sort_predict(interaction)[:, cols]
-        targets = item_map_t[interaction["item_id"]]
+        users = user_map[interaction["user_id"].cpu().numpy()]
+        scores = model.full_sort_predict(interaction).view(len(users), -1)[:, cols].float()
+        if mask_history:
+            for r, u in enumerate(users.tolist()):
+                scores[r, torch.from_numpy(ev.history[int(row_of[u])].astype(np.int64)).to(device)] = -torch.inf
+        targets = torch.from_numpy(target_of[users]).to(device)
         ranks.append(ranks_from_scores(scores, targets, tiebreak).cpu().numpy())
     ranks = np.concatenate(ranks)
     if len(ranks) != len(split.test.targets):
@@ -375,21 +443,23 @@ def harness_metrics(model, test_data, split, item_map: np.ndarray, user_map: np.
     return summarize(ranks)
 
 
-def run_recbole(rb, dataset, split, tmp: Path, device: torch.device, seed: int, epochs: int, eval_every: int, patience: int, verbose: bool) -> dict:
+def run_recbole(rb, peer: Peer, dataset, split, tmp: Path, device: torch.device, seed: int, epochs: int, eval_every: int,
+                patience: int, verbose: bool) -> dict:
     write_atomic_files(dataset, tmp)
     with working_directory(tmp):
-        config = recbole_config(rb, tmp, device, seed, epochs, eval_every, patience, verbose)
+        config = recbole_config(rb, peer, tmp, device, seed, epochs, eval_every, patience, verbose)
         rb.init_seed(config["seed"], config["reproducibility"])
         rb.init_logger(config)
         rb_dataset = rb.create_dataset(config)
         train_data, valid_data, test_data = rb.data_preparation(config, rb_dataset)
         user_map = _tokens_to_ours(rb_dataset.field2id_token["user_id"])
         item_map = _tokens_to_ours(rb_dataset.field2id_token["item_id"])
-        split_check = check_split(split, (train_data._dataset, valid_data._dataset, test_data._dataset), user_map, item_map)
+        split_check = check_split(split, (train_data._dataset, valid_data._dataset, test_data._dataset), user_map, item_map,
+                                  history_length(peer))
 
         rb.init_seed(config["seed"], config["reproducibility"])
-        model = rb.SASRec(config, train_data._dataset).to(device)
-        trainer = rb.Trainer(config, model)
+        model = rb.get_model(peer.recbole)(config, train_data._dataset).to(device)
+        trainer = rb.get_trainer(config["MODEL_TYPE"], peer.recbole)(config, model)
         epoch_seconds: list[float] = []
         curve: list[tuple[int, float]] = []
         train_epoch = trainer._train_epoch
@@ -414,7 +484,7 @@ def run_recbole(rb, dataset, split, tmp: Path, device: torch.device, seed: int, 
         for epoch, score in curve:  # RecBole keeps the later checkpoint on a tie
             if score >= best:
                 best_epoch, best = epoch, score
-        cross = harness_metrics(model, test_data, split, item_map, user_map, seed, device)
+        cross = harness_metrics(model, test_data, split, item_map, user_map, seed, device, mask_history=not peer.sequential)
     return {
         "ndcg@10": float(test["ndcg@10"]),
         "recall@10": float(test["recall@10"]),
@@ -424,21 +494,33 @@ def run_recbole(rb, dataset, split, tmp: Path, device: torch.device, seed: int, 
         "best_epoch": best_epoch,
         "best_valid": best,
         "fit_seconds": fit_seconds,
-        "batch": f"{RECBOLE_BATCH} samples",
+        "batch": f"{config['train_batch_size']} {peer.batch_unit}",
         "params": int(sum(p.numel() for p in model.parameters())),
         "split_check": split_check,
     }
 
 
-def run_ours(split, tmp: Path, device_name: str, seed: int, epochs: int, eval_every: int, patience: int) -> dict:
+def ours_overrides(peer: Peer, epochs: int, eval_every: int, patience: int) -> dict:
+    """Our method's overrides: the row's own, plus the shared epoch cap, validation interval and
+    patience for whichever of those fields its Config has."""
+    from methods import METHODS
+
+    fields = {f.name for f in dataclasses.fields(METHODS.get(peer.ours).Config)}
+    shared = {"epochs": epochs, "eval_every": eval_every, "patience": patience}
+    return {**{k: v for k, v in shared.items() if k in fields}, **peer.ours_overrides}
+
+
+def run_ours(peer: Peer, split, tmp: Path, device_name: str, seed: int, epochs: int, eval_every: int, patience: int) -> dict:
     from bench.runner import RunConfig, run_one
     from methods import METHODS
 
-    cls = METHODS.get(OURS)
-    overrides = {OURS: {"epochs": epochs, "eval_every": eval_every, "patience": patience, "max_len": MAX_LEN}}
-    cfg = RunConfig(results_dir=tmp / "results", device=device_name, progress=False, overwrite=True, overrides=overrides)
+    cls = METHODS.get(peer.ours)
+    overrides = {peer.ours: ours_overrides(peer, epochs, eval_every, patience)}
+    cfg = RunConfig(results_dir=tmp / "results", device=device_name, progress=False, overwrite=True, overrides=overrides,
+                    mask_history=not peer.sequential)
     record = json.loads(run_one(cls, split, seed, cfg).read_text())
     eff = record["efficiency"]
+    batch = record["config"].get("batch_size")
     return {
         "ndcg@10": record["metrics"]["ndcg@10"],
         "recall@10": record["metrics"]["recall@10"],
@@ -447,95 +529,131 @@ def run_ours(split, tmp: Path, device_name: str, seed: int, epochs: int, eval_ev
         "best_epoch": eff["best_epoch"],
         "best_valid": record["training"].get("best_valid"),
         "fit_seconds": eff["fit_seconds"],
-        "batch": f"{record['config']['batch_size']} windows",
+        "batch": f"{batch} {peer.ours_batch_unit}" if batch else "-",
         "params": eff["params_total"],
         "device_name": eff["device"],
     }
 
 
 # ---- output -------------------------------------------------------------------------------
-def render(rows: list[dict], fmt: str) -> str:
+HEADERS = ["method", "implementation", "history masked", "test NDCG@10", "test Recall@10", "s / epoch", "RecBole / ours",
+           "epochs (best)", "train batch", "params"]  # fmt: skip
+
+
+def table_rows(results: list[dict]) -> list[list[str]]:
+    body = []
+    for r in results:
+        rec, ours, peer = r["recbole"], r["ours"], r["peer"]
+        ratio = rec["epoch_seconds_mean"] / ours["epoch_seconds_mean"] if ours["epoch_seconds_mean"] > 0 else float("nan")
+        masked = "no" if peer.sequential else "yes"
+        for impl, x, speed in (("RecBole", rec, ""), (f"ours ({peer.ours})", ours, f"{ratio:.1f}x")):
+            body.append([peer.label, impl, masked, f"{x['ndcg@10']:.4f}", f"{x['recall@10']:.4f}", f"{x['epoch_seconds_mean']:.2f}",
+                         speed, f"{x['epochs_run']} ({x['best_epoch']})", x["batch"], f"{x['params']:,}"])
+    return body
+
+
+def render(results: list[dict], fmt: str) -> str:
     from tabulate import tabulate
 
-    headers = ["method", "implementation", "test NDCG@10", "test Recall@10", "s / epoch", "epochs (best)", "train batch", "device"]
-    body = [
-        [r["method"], r["implementation"], f"{r['ndcg@10']:.4f}", f"{r['recall@10']:.4f}", f"{r['epoch_seconds_mean']:.2f}",
-         f"{r['epochs_run']} ({r['best_epoch']})", r["batch"], r["device"]]
-        for r in rows
-    ]
-    return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
+    return tabulate(table_rows(results), headers=HEADERS, tablefmt=fmt, disable_numparse=True)
 
 
-def markdown_report(rows, rec, ours, args, command, device_name, epochs, capped) -> str:
+def markdown_report(results: list[dict], skipped: list[str], args, command: str, device_name: str, epochs: int, capped: bool) -> str:
     from bench.provenance import git_info, package_versions
 
-    ratio = rec["epoch_seconds_mean"] / ours["epoch_seconds_mean"]
     versions = package_versions()
     git = git_info()
     cap = (
-        f"Both trainings were capped at {epochs} epochs to keep the CPU run short, so neither model is fully trained "
-        "and the quality columns are not converged numbers."
+        f"Every training was capped at {epochs} epochs to keep the run short, so the models are not fully trained and "
+        "the quality columns are not converged numbers."
         if capped
         else f"Up to {epochs} epochs with early stopping."
     )
+    users = results[0]["recbole"]["split_check"]["test_pairs"] if results else 0
     lines = [
         "<!-- generated by scripts/recbole_side_by_side.py; do not edit by hand, re-run the command below -->",
         "",
-        f"# RecBole {versions.get('recbole', '?')} SASRec vs ours (`{OURS}`) on {DATASET}",
+        f"# RecBole {versions.get('recbole', '?')} vs ours on {DATASET}",
         "",
         "```",
         command,
         "```",
         "",
-        render(rows, "github"),
+        render(results, "github"),
         "",
-        (f"Test metrics on the identical leave-one-out split ({rec['split_check']['test_pairs']} test users, full-catalog "
-        f"ranking, no history masking). {cap} Validation every {args.eval_every} epochs, stop after {args.patience} "
-        f"validations without improvement, best checkpoint on validation NDCG@10. Seconds per epoch: training pass "
-        f"only (no validation), mean over the epochs run; RecBole / ours = {ratio:.1f}x."),
+        (f"Test metrics on the identical leave-one-out split ({users} test users, full-catalog ranking). History masked: "
+         "RecBole masks a user's earlier items for general models and not for sequential ones; ours does the same "
+         f"(`--mask-history` for general methods). {cap} Validation every {args.eval_every} epochs, stop after "
+         f"{args.patience} validations without improvement, best checkpoint on validation NDCG@10. Seconds per epoch: "
+         "training pass only (no validation), mean over the epochs run; RecBole / ours is their ratio."),
     ]
     if device_name.startswith("CPU"):
         lines.append(
-            f"Timings on a shared 2-core CPU ({torch.get_num_threads()} torch thread(s)) while other work was running: "
+            f"Timings on a shared CPU ({torch.get_num_threads()} torch thread(s)) while other work was running: "
             "expect noise of tens of percent; only the order of magnitude of the ratio is meaningful."
         )
-    h = rec["harness"]
+    lines.append("")
+    for r in results:
+        rec, ours, peer = r["recbole"], r["ours"], r["peer"]
+        sc, h = rec["split_check"], rec["harness"]
+        kind = (f"histories equal ours cut to the last {history_length(peer)} items and its {sc['train_samples']:,} training "
+                "samples have exactly our training targets") if peer.sequential else (
+                f"its {sc['train_samples']:,} training interactions are exactly ours")
+        lines.append(
+            f"- {peer.label} (RecBole `{peer.recbole}` vs `{peer.ours}`): split check passed ({sc['test_pairs']} test / "
+            f"{sc['valid_pairs']} validation pairs equal ours; {kind}). RecBole's model scored by our metric code: "
+            f"NDCG@10 {h['ndcg@10']:.4f}, Recall@10 {h['recall@10']:.4f}. Best validation NDCG@10: RecBole "
+            f"{rec['best_valid']:.4f}, ours {ours['best_valid']:.4f}. Fit time incl. validation: RecBole "
+            f"{rec['fit_seconds']:.0f} s, ours {ours['fit_seconds']:.0f} s. RecBole settings beyond its defaults: "
+            f"{json.dumps(peer.recbole_config) if peer.recbole_config else 'none'}; ours: "
+            f"{json.dumps(peer.ours_overrides) if peer.ours_overrides else 'defaults'} (plus the shared epoch cap)."
+        )
+    for line in skipped:
+        lines.append(f"- Skipped: {line}")
     lines += [
         "",
-        (f"- Split check: passed. RecBole's test and validation (user, target) pairs equal `leave_one_out(dataset)` "
-        f"({rec['split_check']['test_pairs']} / {rec['split_check']['valid_pairs']}), its histories equal ours cut to "
-        f"the last {MAX_LEN} items, and its {rec['split_check']['train_samples']:,} training samples have exactly our "
-        "training targets."),
-        (f"- RecBole's model scored by our metric code (seeded tie-break): NDCG@10 {h['ndcg@10']:.4f}, "
-        f"Recall@10 {h['recall@10']:.4f} (RecBole's evaluator: {rec['ndcg@10']:.4f} / {rec['recall@10']:.4f})."),
-        (f"- Parameters: RecBole {rec['params']:,}, ours {ours['params']:,}. Best validation NDCG@10: RecBole "
-        f"{rec['best_valid']:.4f}, ours {ours['best_valid']:.4f}. Fit time incl. validation: RecBole "
-        f"{rec['fit_seconds']:.0f} s, ours {ours['fit_seconds']:.0f} s."),
-        ("- Train batch: RecBole trains one sample per prefix (augmentation, loss at the last position), ours one "
-        "window of up to 50 targets per row (loss at every position); both see every training target once per epoch. "
-        "Other unmatched details (post-LN vs pre-LN block, initialisation, Adam betas) are listed in the script's docstring."),
-        (f"- Versions: recbole {versions.get('recbole')}, torch {versions.get('torch')}, numpy {versions.get('numpy')}, "
-        f"scipy {versions.get('scipy')}, pandas {versions.get('pandas')}; code {(git.get('git_sha') or '?')[:10]}"
-        f"{' (dirty)' if git.get('git_dirty') else ''}; seed {args.seed}; device {device_name}."),
+        (f"Versions: recbole {versions.get('recbole')}, torch {versions.get('torch')}, numpy {versions.get('numpy')}, "
+         f"scipy {versions.get('scipy')}, pandas {versions.get('pandas')}; code {(git.get('git_sha') or '?')[:10]}"
+         f"{' (dirty)' if git.get('git_dirty') else ''}; seed {args.seed}; device {device_name}. Unmatched training details "
+         "per model are listed in the script's docstring."),
         "",
     ]
     return "\n".join(lines)
 
 
+def select_peers(spec: str | None) -> list[Peer]:
+    """``--methods`` (our names, comma-separated) -> rows of PEERS, in table order."""
+    if not spec:
+        return list(PEERS)
+    wanted = [s.strip() for s in spec.split(",") if s.strip()]
+    known = {p.ours: p for p in PEERS}
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        raise ValueError(f"--methods: {', '.join(unknown)} not compared here; expected some of {', '.join(known)}")
+    return [p for p in PEERS if p.ours in wanted]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", default=None,
+                   help=f"our method names to compare, comma-separated (default: all of {', '.join(x.ours for x in PEERS)})")
     p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None,
-                   help=f"epoch cap for both (default: {CPU_DEFAULT_EPOCHS} on CPU, {GPU_DEFAULT_EPOCHS} on CUDA)")
+                   help=f"epoch cap for both sides (default: {CPU_DEFAULT_EPOCHS} on CPU, {GPU_DEFAULT_EPOCHS} on CUDA)")
     p.add_argument("--eval-every", type=int, default=5, help="validate every N epochs, both implementations (default 5, ours' default)")
-    p.add_argument("--patience", type=int, default=5, help="validations without improvement before stopping (default 5, ours' default)")
-    p.add_argument("--output", type=Path, default=None, help="also write the table as Markdown to this file")
+    p.add_argument("--patience", type=int, default=5, help="validations without improvement before stopping (default 5)")
+    p.add_argument("--output", type=Path, default=None, help="also write the table as Markdown (with the command) to this file")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads for both (default: torch's default); on a shared CPU 1 avoids oversubscription")
     p.add_argument("--verbose", action="store_true", help="show RecBole's INFO log")
     args = p.parse_args(argv)
 
+    try:
+        peers = select_peers(args.methods)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     missing = missing_dependencies()
     if missing:
         print(f"error: RecBole peer dependencies missing: {', '.join(missing)}; install with: "
@@ -544,6 +662,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.errors import UserError
     from bench.provenance import command_line, hardware
     from bench.runner import resolve_device
+    from methods import METHODS
 
     try:
         device = resolve_device(args.device)
@@ -568,33 +687,46 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     command = command_line()
 
+    registered = set(METHODS.names())
+    skipped = [f"{x.label}: our `{x.ours}` is not registered (methods/__init__.py); RecBole's {x.recbole} not run"
+               for x in peers if x.ours not in registered]
+    for line in skipped:
+        print(f"skip  {line}", file=sys.stderr, flush=True)
+    peers = [x for x in peers if x.ours in registered]
+    if not peers:
+        print("error: none of the selected methods is registered here", file=sys.stderr)
+        return 2
+
     rb = patch_recbole()
     from bench.data.registry import load_dataset
     from bench.split import leave_one_out
 
     dataset = load_dataset(DATASET)
     split = leave_one_out(dataset)
+    results: list[dict] = []
+    device_name = hardware(device)["device_name"]
     with tempfile.TemporaryDirectory(prefix="recbole-side-by-side-") as tmp:
         tmp = Path(tmp)
-        print(f"[1/2] RecBole SASRec on {device} (up to {epochs} epochs) ...", file=sys.stderr, flush=True)
-        rec = run_recbole(rb, dataset, split, tmp, device, args.seed, epochs, eval_every, args.patience, args.verbose)
-        print(f"      split check passed: {rec['split_check']}", file=sys.stderr, flush=True)
-        print(f"[2/2] ours ({OURS}) on {device} (up to {epochs} epochs) ...", file=sys.stderr, flush=True)
-        ours = run_ours(split, tmp, str(device), args.seed, epochs, eval_every, args.patience)
-    device_name = ours["device_name"] or hardware(device)["device_name"]
-    rows = [
-        {"method": "SASRec (CE)", "implementation": "RecBole", "device": device_name, **rec},
-        {"method": "SASRec (CE)", "implementation": f"ours ({OURS})", "device": device_name, **ours},
-    ]
+        for k, peer in enumerate(peers, 1):
+            print(f"[{k}/{len(peers)}] RecBole {peer.recbole} on {device} (up to {epochs} epochs) ...", file=sys.stderr, flush=True)
+            rec = run_recbole(rb, peer, dataset, split, tmp / peer.recbole, device, args.seed, epochs, eval_every, args.patience,
+                              args.verbose)
+            print(f"      split check passed: {rec['split_check']}", file=sys.stderr, flush=True)
+            print(f"[{k}/{len(peers)}] ours ({peer.ours}) on {device} (up to {epochs} epochs) ...", file=sys.stderr, flush=True)
+            ours = run_ours(peer, split, tmp / peer.ours, str(device), args.seed, epochs, eval_every, args.patience)
+            device_name = ours["device_name"] or device_name
+            results.append({"peer": peer, "recbole": rec, "ours": ours})
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(markdown_report(rows, rec, ours, args, command, device_name, epochs, capped))
-    h = rec["harness"]
-    print(f"RecBole model scored by our metrics: NDCG@10 {h['ndcg@10']:.4f}, Recall@10 {h['recall@10']:.4f}")
+        args.output.write_text(markdown_report(results, skipped, args, command, device_name, epochs, capped))
+    for r in results:
+        h = r["recbole"]["harness"]
+        print(f"{r['peer'].label}: RecBole's model scored by our metrics: NDCG@10 {h['ndcg@10']:.4f}, Recall@10 {h['recall@10']:.4f}")
     if capped:
-        print(f"Epochs capped at {epochs} for both: quality numbers are not converged.")
-    print(render(rows, "simple"))
-    print(f"seconds per epoch, RecBole / ours: {rec['epoch_seconds_mean'] / ours['epoch_seconds_mean']:.1f}x")
+        print(f"Epochs capped at {epochs} for both sides: quality numbers are not converged.")
+    print(render(results, "simple"))
+    for line in skipped:
+        print(f"skipped: {line}")
     return 0
 
 
