@@ -81,12 +81,11 @@ def run_cornac(split: Split, test: EvalSet, emb: np.ndarray, args, device: torch
         return [(str(u), str(i), t) for u, s in zip(users, seqs) for t, i in enumerate(s)]
 
     train = sit(np.arange(split.n_users), [split.train[u] for u in range(split.n_users)])
-    test_rows = [np.append(test.input.history[k], test.targets[k]) for k in range(len(test.targets))]
-    valid = split.valid  # given to cornac only so that its item map knows every item (it is not used in fit)
-    valid_rows = [np.append(valid.input.history[k], valid.targets[k]) for k in range(len(valid.targets))]
+    # cornac's item map is built from the data it is given: give it every user's full sequence as
+    # "test" data (never used in fit) so that it knows every item; only ``test``'s users are scored
+    full = [np.append(split.test.input.history[k], split.test.targets[k]) for k in range(len(split.test.targets))]
     item_ids = [str(i) for i in range(split.n_items)]
-    ev = NextItemEvaluation.from_splits(train_data=train, test_data=sit(test.input.users, test_rows),
-                                        val_data=sit(valid.input.users, valid_rows), fmt="SIT",
+    ev = NextItemEvaluation.from_splits(train_data=train, test_data=sit(split.test.input.users, full), fmt="SIT",
                                         exclude_unknowns=False, seed=args.seed,
                                         item_feature=FeatureModality(features=emb, ids=item_ids))  # fmt: skip
     small = dict(d_model=SMALL["d_model"], d_ff=SMALL["d_ff"], num_heads=SMALL["heads"], d_kv=SMALL["d_kv"],
