@@ -37,6 +37,18 @@ end-of-sequence token that ends a generated ID there.  Since no ID is a prefix o
 exact: after a leaf index the only continuation is the end code.  Unlike the official code,
 which shares one set of tokens ``<CI0>..<CI{M-1}>`` over all positions, each level has its
 own tokens here (the shared semantic-ID vocabulary gives every level an offset).
+
+Other departures from the official code, all small: it numbers cluster tokens with one
+counter running over all groups (mod M) where a child's code here is its rank within its
+parent; it fills only the upper triangle (no diagonal) of a sub-cluster's matrix, which
+scikit-learn symmetrizes to half the weights (the same normalized graph) while the full
+sub-matrix is used here; it clusters training items without co-occurrence together with
+the rest and gives items absent from training a single random token, where both kinds
+are the isolated cluster here.
+
+Beauty (leave-one-out, seed 0, N=20, M=500, lobpcg, one CPU thread): 18 s; 834k edges,
+33 isolated items; 10 spectral splits, 192 leaves (sizes 2..371, median 40); IDs of 2, 3
+and 4 tokens for 2372, 6602 and 3127 items, so 4 levels of sizes (21, 371, 278, 153).
 """
 
 from __future__ import annotations
