@@ -132,9 +132,9 @@ def test_validation_during_training_uses_the_validation_beam(tiny_split: Split, 
         return original(step, trie, batch, beam, k, device)
 
     monkeypatch.setattr(generative, "beam_search", spy)
-    method, _ = _fit_and_recommend(tiny_split, run_cfg, dict(TINY, valid_beam=7, beam=30))
+    method, _ = _fit_and_recommend(tiny_split, run_cfg, dict(TINY, valid_beam=12, beam=30))  # valid_beam >= 10: NDCG@10 selects
     n_batches = -(-len(tiny_split.valid.targets) // 16)
-    assert beams[: 2 * n_batches] == [7] * (2 * n_batches)  # two epochs' validations
+    assert beams[: 2 * n_batches] == [12] * (2 * n_batches)  # two epochs' validations
     assert beams[-1] == 30 and method.ctx.info["generation_stats"]["beam"] == 30
 
 
