@@ -54,8 +54,11 @@ class CaserModel(torch.nn.Module):
         self.L, self.nv, self.nh = L, cfg.nv, cfg.nh
         self.item = torch.nn.Embedding(n_items + 1, d, padding_idx=0)  # 0 = padding, item i -> i + 1
         self.user = torch.nn.Embedding(n_users, d)
-        self.conv_v = torch.nn.Conv2d(1, cfg.nv, (L, 1)) if cfg.nv else None
-        self.conv_h = torch.nn.ModuleList(torch.nn.Conv2d(1, cfg.nh, (h, d)) for h in range(1, L + 1)) if cfg.nh else None
+        # The convolutions written as matrix products (much faster on CPU than Conv2d at these
+        # shapes): vertical filter k is a weight per position, F_v[k] = sum_l w[k, l] E[l]; a
+        # horizontal filter of height h is a linear map of each window of h consecutive rows.
+        self.conv_v = torch.nn.Linear(L, cfg.nv) if cfg.nv else None
+        self.conv_h = torch.nn.ModuleList(torch.nn.Linear(h * d, cfg.nh) for h in range(1, L + 1)) if cfg.nh else None
         self.fc1 = torch.nn.Linear(cfg.nv * d + cfg.nh * L, d)
         self.drop = torch.nn.Dropout(cfg.dropout)
         self.out = torch.nn.Embedding(n_items, 2 * d)  # W' (prediction layer on [z; P_u])
@@ -68,14 +71,14 @@ class CaserModel(torch.nn.Module):
 
     def forward(self, users: torch.Tensor, seq: torch.Tensor) -> torch.Tensor:
         """``seq``: (B, L) shifted ids (0 = padding), right-aligned. Returns [z; P_u], (B, 2d)."""
-        x = self.item(seq).unsqueeze(1)  # (B, 1, L, d)
+        x = self.item(seq)  # (B, L, d)
         parts = []
         if self.conv_v is not None:
-            parts.append(self.conv_v(x).flatten(1))  # (B, nv * d)
+            parts.append(self.conv_v(x.transpose(1, 2)).transpose(1, 2).flatten(1))  # (B, nv * d), no activation (paper)
         if self.conv_h is not None:
-            for conv in self.conv_h:
-                h = F.relu(conv(x).squeeze(3))  # (B, nh, L - height + 1)
-                parts.append(h.amax(2))
+            for height, conv in enumerate(self.conv_h, 1):
+                windows = x.unfold(1, height, 1).transpose(2, 3).flatten(2)  # (B, L - height + 1, height * d), rows in order
+                parts.append(F.relu(conv(windows)).amax(1))  # (B, nh), max-pooled over positions
         z = F.relu(self.fc1(self.drop(torch.cat(parts, 1))))
         return torch.cat([z, self.user(users)], 1)
 
