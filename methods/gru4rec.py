@@ -30,9 +30,9 @@ class GRU4RecConfig:
     max_len: int = 50  # RecBole MAX_ITEM_LIST_LENGTH
     lr: float = 1e-3  # RecBole
     weight_decay: float = 0.0
-    batch_size: int = 256
+    batch_size: int = 128  # windows of up to max_len targets each (RecBole: 2048 single-target prefixes)
     epochs: int = 100
-    patience: int = 5
+    patience: int = 10  # RecBole stopping_step
     eval_every: int = 1
 
 
