@@ -67,3 +67,49 @@ def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, device
     order = torch.randperm(n, generator=generator, device=device)
     for start in range(0, n, batch_size):
         yield order[start : start + batch_size]
+
+
+def last_item_windows(seqs: Sequences, window: int, pad: int = -1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One training example per next-item target: the last ``window`` items before it.
+
+    For every user sequence ``s`` and every t in 1..n-1, a row holding ``s[max(0, t-window):t]``
+    right-aligned (most recent last, ``pad`` on the left), the target ``s[t]`` and the user.
+    This is the input of models that read a fixed number of recent items with a user
+    embedding (Caser, HGN).  Returns ``(inputs (N, window), targets (N,), users (N,))``.
+    """
+    lengths = seqs.lengths
+    users = np.repeat(np.arange(seqs.n), lengths)
+    first = seqs.offsets[users]  # global index of each element's user's first item
+    keep = np.arange(len(seqs.items)) > first  # every element but each user's first is a target
+    tgt_idx = np.flatnonzero(keep)
+    users, first = users[keep], first[keep]
+    idx = tgt_idx[:, None] - window + np.arange(window)[None, :]
+    valid = idx >= first[:, None]
+    inputs = np.where(valid, seqs.items[np.where(valid, idx, 0)], pad).astype(np.int64)
+    return inputs, seqs.items[tgt_idx].astype(np.int64), users
+
+
+def sequence_chunks(seqs: Sequences, max_len: int, pad: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    """Each user sequence cut into right-aligned chunks of at most ``max_len`` items,
+    counted from the most recent, so every item appears exactly once (for cloze training,
+    BERT4Rec).  Returns ``(chunks (W, max_len), chunk_user (W,))``; users without items give
+    no chunk."""
+    lengths = seqs.lengths
+    per_user = -(-lengths // max_len)
+    users = np.repeat(np.arange(seqs.n), per_user)
+    j = np.arange(len(users)) - np.repeat(np.cumsum(per_user) - per_user, per_user)  # chunk index from the end
+    end = seqs.offsets[users + 1] - 1 - j * max_len
+    idx = end[:, None] - (max_len - 1) + np.arange(max_len)[None, :]
+    valid = idx >= seqs.offsets[users][:, None]
+    chunks = np.where(valid, seqs.items[np.where(valid, idx, 0)], pad).astype(np.int64)
+    return chunks, users
+
+
+def left_align(rows: torch.Tensor, lengths: torch.Tensor, pad: int = -1) -> torch.Tensor:
+    """Right-aligned rows (``lengths`` real items at the end) moved to the left, ``pad`` after
+    them; for recurrent models, whose state must not run over leading padding."""
+    L = rows.shape[1]
+    cols = torch.arange(L, device=rows.device).unsqueeze(0)
+    src = (cols + (L - lengths).unsqueeze(1)).clamp_max(L - 1)
+    out = rows.gather(1, src)
+    return torch.where(cols < lengths.unsqueeze(1), out, torch.full_like(out, pad))

@@ -1,0 +1,97 @@
+"""GRU4Rec (Hidasi et al., 2016), in the form RecBole implements it.
+
+Item embeddings (dropout on them), a GRU over the history, a linear map from the GRU
+state to the embedding size, and a dot product with the (shared) item embeddings scores
+every item.  Loss: full softmax cross-entropy on the next item (RecBole's default).
+Training reads the same right-aligned windows as SASRec (``sequence_windows``) and takes
+the loss at every position: the GRU is causal, so position t sees exactly the prefix that
+RecBole would feed as a separate example.  Sequences are left-aligned before the GRU so
+that its state never runs over padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from bench.batching import left_align, sequence_windows, shuffled_batches
+from bench.method import EvalBatch, Method
+from bench.training import Selection
+
+
+@dataclass
+class GRU4RecConfig:
+    dim: int = 64  # RecBole embedding_size
+    hidden: int = 128  # RecBole hidden_size
+    layers: int = 1  # RecBole num_layers
+    dropout: float = 0.3  # RecBole dropout_prob (on the item embeddings)
+    max_len: int = 50  # RecBole MAX_ITEM_LIST_LENGTH
+    lr: float = 1e-3  # RecBole
+    weight_decay: float = 0.0
+    batch_size: int = 128  # windows of up to max_len targets each (RecBole: 2048 single-target prefixes)
+    epochs: int = 100
+    patience: int = 10  # RecBole stopping_step
+    eval_every: int = 1
+
+
+class GRU4RecModel(torch.nn.Module):
+    def __init__(self, n_items: int, cfg: GRU4RecConfig):
+        super().__init__()
+        self.item = torch.nn.Embedding(n_items + 1, cfg.dim, padding_idx=0)  # 0 = padding, item i -> i + 1
+        self.drop = torch.nn.Dropout(cfg.dropout)
+        self.gru = torch.nn.GRU(cfg.dim, cfg.hidden, cfg.layers, bias=False, batch_first=True)
+        self.dense = torch.nn.Linear(cfg.hidden, cfg.dim)
+        torch.nn.init.xavier_normal_(self.item.weight)
+        for name, p in self.gru.named_parameters():
+            torch.nn.init.xavier_uniform_(p)
+        with torch.no_grad():
+            self.item.weight[0].zero_()
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        """``seq``: (B, L) shifted ids, LEFT-aligned (0 = padding after the items). Returns (B, L, dim)."""
+        out, _ = self.gru(self.drop(self.item(seq)))
+        return self.dense(out)
+
+    def item_logits(self, h: torch.Tensor) -> torch.Tensor:
+        return h @ self.item.weight[1:].T
+
+
+class GRU4Rec(Method):
+    name = "gru4rec"
+    description = "GRU4Rec (RecBole variant): GRU over the history, full softmax cross-entropy"
+    Config = GRU4RecConfig
+    output = "scores"
+
+    def __init__(self, config, data, ctx):
+        super().__init__(config, data, ctx)
+        self.model = GRU4RecModel(data.n_items, config).to(self.device)
+
+    def fit(self) -> None:
+        cfg, dev = self.config, self.device
+        inputs, targets, _ = sequence_windows(self.data.train, cfg.max_len)
+        inputs, targets = torch.from_numpy(inputs).to(dev), torch.from_numpy(targets).to(dev)
+        lengths = (targets >= 0).sum(1)
+        inputs = left_align(inputs, lengths) + 1  # -1 padding -> 0
+        targets = left_align(targets, lengths)
+        gen = self.ctx.torch_generator(self.name, "train")
+        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        for _ in Selection(self.ctx, self.model, cfg.epochs, cfg.patience, cfg.eval_every):
+            self.model.train()
+            for idx in shuffled_batches(len(inputs), cfg.batch_size, gen, dev):
+                width = int(lengths[idx].max())  # drop columns that are padding in every row
+                seq, tgt = inputs[idx, :width], targets[idx, :width]
+                mask = tgt >= 0
+                loss = F.cross_entropy(self.model.item_logits(self.model(seq)[mask]), tgt[mask])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+    def score(self, batch: EvalBatch) -> torch.Tensor:
+        lengths = batch.lengths.clamp_min(1)  # an empty history reads one padding step
+        seq = left_align(batch.history, lengths) + 1
+        width = int(lengths.max())
+        h = self.model(seq[:, :width])
+        last = h[torch.arange(len(h), device=h.device), lengths - 1]
+        return self.model.item_logits(last)
