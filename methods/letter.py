@@ -120,6 +120,11 @@ class LETTER(TIGER):
     description = "LETTER-TIGER: RQ-VAE IDs with collaborative + diversity regularization (4x256, Sinkhorn), ranking-guided loss"
     Config = LetterConfig
 
+    def cf_embeddings(self) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The CF item embeddings: a SASRec trained on the training sequences only."""
+        seed = int(self.ctx.numpy_rng(self.name, "cf").integers(2**31))
+        return cf_item_embeddings(self.data.train, self.data.n_items, self.config.cf_config(), seed, self.device)
+
     def build_ids(self) -> SemanticIDs:
         cfg = self.config
         emb = self.embeddings()
@@ -129,8 +134,7 @@ class LETTER(TIGER):
         if cfg.alpha > 0 or cfg.beta > 0:
             cf = None
             if cfg.alpha > 0:
-                cf_seed = int(self.ctx.numpy_rng(self.name, "cf").integers(2**31))
-                cf, facts["cf_embeddings"] = cf_item_embeddings(self.data.train, self.data.n_items, cfg.cf_config(), cf_seed, self.device)
+                cf, facts["cf_embeddings"] = self.cf_embeddings()
             reg = LetterRegularizer(cfg.alpha, cfg.beta, cf, cfg.clusters, self.ctx.torch_generator(self.name, "diversity"), seed,
                                     cfg.cluster_n_init, cfg.cluster_max_iter, cfg.recluster_every)  # fmt: skip
         rq = cfg.rqvae_config()
