@@ -14,6 +14,7 @@ Two losses, two registered methods, everything else identical:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from bench.errors import UserError
 from bench.batching import NegativeSampler, sequence_windows, shuffled_batches
 from bench.method import EvalBatch, Method
+from bench.split import Sequences
 from bench.training import Selection
 
 
@@ -98,6 +100,50 @@ class SASRecModel(torch.nn.Module):
         return h @ self.item.weight[1:].T
 
 
+def epoch_trainer(model: SASRecModel, cfg: SASRecConfig, train: Sequences, n_items: int, gen: torch.Generator, dev: torch.device) -> Callable[[], float]:
+    """Set up training of ``model`` on the ``train`` sequences and return a function that runs
+    one epoch (and returns its mean batch loss).  Used by :class:`SASRec` under validation-based
+    selection and by other methods that need a SASRec trained for a fixed number of epochs
+    (LETTER's collaborative item embeddings)."""
+    inputs, targets, window_user = sequence_windows(train, cfg.max_len)
+    inputs = torch.from_numpy(inputs + 1).to(dev)  # -1 padding -> 0
+    targets = torch.from_numpy(targets).to(dev)
+    window_user = torch.from_numpy(window_user).to(dev)
+    rows, items = train.user_item_pairs()
+    sampler = NegativeSampler(torch.from_numpy(rows).to(dev), torch.from_numpy(items).to(dev), n_items, gen)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+
+    def epoch() -> float:
+        model.train()
+        total = torch.zeros((), device=dev)
+        n_batches = 0
+        for idx in shuffled_batches(len(inputs), cfg.batch_size, gen, dev):
+            seq, tgt = inputs[idx], targets[idx]
+            width = int((tgt >= 0).sum(1).max())  # drop columns that are padding in every row
+            seq, tgt = seq[:, -width:], tgt[:, -width:]
+            h = model(seq)
+            mask = tgt >= 0
+            h, pos = h[mask], tgt[mask]
+            if cfg.loss == "ce":
+                loss = F.cross_entropy(model.item_logits(h), pos)
+            else:
+                users = window_user[idx].unsqueeze(1).expand_as(tgt)[mask]
+                neg = sampler.draw(users)
+                pos_logit = (h * model.item(pos + 1)).sum(-1)
+                neg_logit = (h * model.item(neg + 1)).sum(-1)
+                loss = F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit)) + F.binary_cross_entropy_with_logits(
+                    neg_logit, torch.zeros_like(neg_logit)
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach()
+            n_batches += 1
+        return float(total) / max(1, n_batches)
+
+    return epoch
+
+
 class SASRec(Method):
     name = "sasrec"
     description = "SASRec, binary cross-entropy with one sampled negative (as in the papers' tables)"
@@ -109,37 +155,9 @@ class SASRec(Method):
         self.model = SASRecModel(data.n_items, config).to(self.device)
 
     def fit(self) -> None:
-        cfg, dev = self.config, self.device
-        inputs, targets, window_user = sequence_windows(self.data.train, cfg.max_len)
-        inputs = torch.from_numpy(inputs + 1).to(dev)  # -1 padding -> 0
-        targets = torch.from_numpy(targets).to(dev)
-        window_user = torch.from_numpy(window_user).to(dev)
-        gen = self.ctx.torch_generator(self.name, "train")
-        rows, items = self.data.train.user_item_pairs()
-        sampler = NegativeSampler(torch.from_numpy(rows).to(dev), torch.from_numpy(items).to(dev), self.data.n_items, gen)
-        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
-        for _ in Selection(self.ctx, self.model, cfg.epochs, cfg.patience, cfg.eval_every):
-            self.model.train()
-            for idx in shuffled_batches(len(inputs), cfg.batch_size, gen, dev):
-                seq, tgt = inputs[idx], targets[idx]
-                width = int((tgt >= 0).sum(1).max())  # drop columns that are padding in every row
-                seq, tgt = seq[:, -width:], tgt[:, -width:]
-                h = self.model(seq)
-                mask = tgt >= 0
-                h, pos = h[mask], tgt[mask]
-                if cfg.loss == "ce":
-                    loss = F.cross_entropy(self.model.item_logits(h), pos)
-                else:
-                    users = window_user[idx].unsqueeze(1).expand_as(tgt)[mask]
-                    neg = sampler.draw(users)
-                    pos_logit = (h * self.model.item(pos + 1)).sum(-1)
-                    neg_logit = (h * self.model.item(neg + 1)).sum(-1)
-                    loss = F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit)) + F.binary_cross_entropy_with_logits(
-                        neg_logit, torch.zeros_like(neg_logit)
-                    )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+        epoch = epoch_trainer(self.model, self.config, self.data.train, self.data.n_items, self.ctx.torch_generator(self.name, "train"), self.device)
+        for _ in Selection(self.ctx, self.model, self.config.epochs, self.config.patience, self.config.eval_every):
+            epoch()
 
     def score(self, batch: EvalBatch) -> torch.Tensor:
         h = self.model(batch.history + 1)[:, -1]

@@ -1,0 +1,187 @@
+"""LETTER's tokenizer regularizers and the letter-tiger / tiger-cr / tiger-dr / tiger-cr-dr configurations."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bench.config import apply_overrides
+from bench.data.canonical import canonicalize
+from bench.errors import UserError
+from bench.runner import build_method, run_one
+from bench.split import Split, leave_one_out
+from methods import METHODS
+from methods.letter import LetterConfig
+from methods.semid.regularize import ClusterPartners, LetterRegularizer, collaborative_loss, diversity_loss, equal_size_clusters
+from methods.semid.rqvae import RQVAEConfig, train_rqvae
+from tests.conftest import make_raw
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+VARIANTS = ("letter-tiger", "tiger-cr", "tiger-dr", "tiger-cr-dr")
+
+
+def test_collaborative_loss_prefers_each_item_its_own_cf_embedding() -> None:
+    g = torch.Generator().manual_seed(0)
+    cf = torch.randn(16, 8, generator=g)
+    matched = collaborative_loss(cf.clone(), cf)
+    shuffled = collaborative_loss(cf[torch.randperm(16, generator=g)], cf)
+    assert matched + 5 < shuffled  # about 0.5 vs 10 here
+    # exact value: cross-entropy of z_q @ cf.T towards the diagonal
+    z = torch.randn(5, 8, generator=g)
+    logits = z @ cf[:5].T
+    assert collaborative_loss(z, cf[:5]) == pytest.approx(float((logits.logsumexp(1) - logits.diag()).mean()), rel=1e-5)
+    # its gradient pulls z towards its own CF embedding
+    z.requires_grad_(True)
+    collaborative_loss(z, cf[:5]).backward()
+    assert float(torch.cosine_similarity(-z.grad, cf[:5]).mean()) > 0
+
+
+def test_diversity_loss_excludes_self_and_pulls_codeword_to_its_partner() -> None:
+    g = torch.Generator().manual_seed(1)
+    book = torch.randn(6, 4, generator=g)
+    codes, partners = torch.tensor([0, 0, 3]), torch.tensor([1, 2, 5])
+    sim = book[codes] @ book.T
+    sim[torch.arange(3), codes] = -torch.inf
+    expected = (sim.logsumexp(1) - sim[torch.arange(3), partners]).mean()
+    assert diversity_loss(book, codes, partners) == pytest.approx(float(expected), rel=1e-5)
+    with_self = book[codes] @ book.T  # the same cross-entropy with the self term kept differs
+    assert abs(float((with_self.logsumexp(1) - with_self[torch.arange(3), partners]).mean()) - float(expected)) > 1e-3
+    # gradient steps move codeword 0 towards its partner 1 (and away from the rest)
+    book = torch.randn(6, 4, generator=g).requires_grad_(True)
+    before = torch.cosine_similarity(book[0], book[1], 0).item()
+    opt = torch.optim.SGD([book], lr=0.05)
+    for _ in range(20):
+        opt.zero_grad()
+        diversity_loss(book, torch.tensor([0]), torch.tensor([1])).backward()
+        opt.step()
+    after = torch.cosine_similarity(book[0], book[1], 0).item()
+    assert after > before + 0.1
+    # no partner (-1) -> left out; none at all -> zero
+    book = book.detach()
+    assert diversity_loss(book, torch.tensor([0, 2]), torch.tensor([1, -1])) == pytest.approx(
+        float(diversity_loss(book, torch.tensor([0]), torch.tensor([1]))), rel=1e-6)  # fmt: skip
+    assert float(diversity_loss(book, torch.tensor([0]), torch.tensor([-1]))) == 0.0
+
+
+def test_constrained_kmeans_gives_equal_size_clusters_of_near_points() -> None:
+    rng = np.random.default_rng(0)
+    labels = equal_size_clusters(rng.standard_normal((256, 8)), 10, seed=0)
+    assert sorted(set(np.bincount(labels).tolist())) == [25, 26] and len(np.bincount(labels)) == 10
+    # three separated blobs of 4 points: the clusters are the blobs
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    points = np.repeat(centres, 4, 0) + rng.normal(0, 0.1, (12, 2))
+    labels = equal_size_clusters(points, 3, seed=0)
+    assert all(len(set(labels[4 * b : 4 * b + 4].tolist())) == 1 for b in range(3)) and len(set(labels.tolist())) == 3
+    with pytest.raises(UserError, match="K=5"):
+        equal_size_clusters(points[:4], 5, seed=0)
+
+
+def test_cluster_partners_are_other_members_of_the_same_cluster() -> None:
+    labels = torch.tensor([0, 1, 0, 2, 1, 0, 2, 1, 3])  # code 8 is alone in cluster 3
+    partners = ClusterPartners(labels)
+    gen = torch.Generator().manual_seed(0)
+    codes = torch.tensor([0, 1, 3, 8] * 200)
+    drawn = partners.draw(codes, gen)
+    for c in (0, 1, 3):
+        got = set(drawn[codes == c].tolist())
+        assert got == {int(o) for o in torch.nonzero(labels == labels[c]).flatten() if o != c}  # every other member, never itself
+    assert set(drawn[codes == 8].tolist()) == {-1}
+
+
+def test_regularizers_change_the_tokenizer_as_intended() -> None:
+    """alpha > 0 aligns the quantized latents with the CF embeddings; beta > 0 re-clusters each
+    level every epoch into equal groups. Same data and seed otherwise."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 16)).astype(np.float32)
+    cf = torch.from_numpy(rng.standard_normal((64, 8)).astype(np.float32))
+    cfg = RQVAEConfig(latent_dim=8, hidden=(32,), levels=2, codebook_size=8, epochs=30, batch_size=32, log_every=10)
+
+    def train(alpha: float, beta: float):
+        reg = LetterRegularizer(alpha, beta, cf, clusters=2, gen=torch.Generator().manual_seed(0), seed=0)
+        model, ids = train_rqvae(x, cfg, "cpu", seed=0, extra_loss=reg)
+        with torch.no_grad():
+            _, z_q, _ = model.quantize(model.encoder(torch.from_numpy(x)))
+        return float(collaborative_loss(z_q, cf)), reg.facts(cfg.epochs), ids
+
+    plain, _, plain_ids = train(0.0, 0.0)
+    aligned, facts, _ = train(1.0, 0.0)
+    assert aligned < plain - 0.1
+    assert facts["final_terms"]["collaborative"] > 0 and facts["final_terms"]["diversity"] == 0.0 and facts["kmeans_runs"] == 0
+    _, facts, ids = train(0.0, 1.0)
+    assert facts["kmeans_runs"] == cfg.epochs and facts["cluster_sizes_last"] == [[4, 4], [4, 4]]
+    assert facts["final_terms"]["diversity"] > 0
+    assert not np.array_equal(ids.codes, plain_ids.codes)
+
+
+def _swap_targets(raw):
+    """The same raw data with each user's last two items (validation and test targets) changed to
+    other items the user has not seen."""
+    seqs = {}
+    for user, seq in raw.sequences.items():
+        if len(seq) < 3:
+            seqs[user] = list(seq)
+            continue
+        others = [i for i in sorted(raw.item_text) if i not in seq]
+        seqs[user] = list(seq[:-2]) + others[:2]
+    return dataclasses.replace(raw, sequences=seqs)
+
+
+def test_cf_embeddings_read_training_interactions_only(run_cfg) -> None:
+    raw = make_raw()
+    a, b = leave_one_out(canonicalize("tiny", raw)), leave_one_out(canonicalize("tiny", _swap_targets(raw)))
+    assert np.array_equal(a.train.items, b.train.items) and np.array_equal(a.train.offsets, b.train.offsets)
+    assert not np.array_equal(a.test.targets, b.test.targets) and not np.array_equal(a.valid.targets, b.valid.targets)
+    cfg = run_cfg()
+    emb = {}
+    for key, split in (("a", a), ("b", b)):
+        method, _ = build_method(METHODS.get("letter-tiger"), split, 0, cfg, torch.device("cpu"))
+        emb[key], facts = method.cf_embeddings()
+    assert emb["a"].shape == (a.n_items, cfg.overrides["letter-tiger"]["rq_latent_dim"])
+    assert torch.equal(emb["a"], emb["b"]) and len(facts["loss_curve"]) == cfg.overrides["letter-tiger"]["cf_epochs"]
+    # a change in the training interactions does change them
+    items = a.train.items.copy()
+    items[0] = (items[0] + 1) % a.n_items
+    c = dataclasses.replace(a, train=dataclasses.replace(a.train, items=items))
+    method, _ = build_method(METHODS.get("letter-tiger"), c, 0, cfg, torch.device("cpu"))
+    assert not torch.equal(method.cf_embeddings()[0], emb["a"])
+
+
+def test_variants_differ_only_in_their_flags() -> None:
+    base = LetterConfig()
+    assert (base.rq_levels, base.rq_codebook_size, base.rq_collisions, base.rq_train_sinkhorn, base.clusters) == (4, 256, "sinkhorn", True, 10)
+    expected = {"letter-tiger": (0.02, 1e-4, 0.8), "tiger-cr": (0.02, 0.0, 1.0), "tiger-dr": (0.0, 1e-4, 1.0), "tiger-cr-dr": (0.02, 1e-4, 1.0)}
+    for name, flags in expected.items():
+        cls = METHODS.get(name)
+        cfg = cls.Config()
+        assert isinstance(cfg, LetterConfig) and (cfg.alpha, cfg.beta, cfg.tau) == flags
+        differing = {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(base, f.name)}
+        assert differing <= {"alpha", "beta", "tau"}
+        rq = cfg.rqvae_config()
+        assert (rq.levels, rq.collisions, rq.train_sinkhorn, rq.sinkhorn_epsilon) == (4, "sinkhorn", True, 0.003)
+
+
+def test_letter_config_checks_its_options() -> None:
+    with pytest.raises(UserError, match="clusters"):
+        apply_overrides(LetterConfig(), {"rq_codebook_size": "8", "clusters": "5"}, "letter-tiger")
+    with pytest.raises(UserError, match="alpha"):
+        apply_overrides(LetterConfig(), {"alpha": "-1"}, "letter-tiger")
+    with pytest.raises(UserError, match="cf_loss"):
+        apply_overrides(LetterConfig(), {"cf_loss": "mse"}, "letter-tiger")
+    cfg = apply_overrides(LetterConfig(), {"rq_latent_dim": "16", "cf_epochs": "3"}, "letter-tiger")
+    assert cfg.cf_config().hidden == 16 and cfg.cf_config().epochs == 3  # CF embeddings have the latent's size
+
+
+def test_letter_record_carries_regularizer_facts(tiny_split: Split, run_cfg) -> None:
+    cfg = run_cfg()
+    rec = json.loads(run_one(METHODS.get("letter-tiger"), tiny_split, 0, cfg).read_text())
+    tiny = cfg.overrides["letter-tiger"]
+    assert {k: rec["config"][k] for k in ("alpha", "beta", "tau", "clusters")} == {"alpha": 0.02, "beta": 1e-4, "tau": 0.8, "clusters": 2}
+    tok = rec["training"]["tokenizer"]
+    assert tok["regularizers"]["kmeans_runs"] == tiny["rq_epochs"]
+    assert tok["regularizers"]["cluster_sizes_last"] == [[2, 2]] * tiny["rq_levels"]
+    assert tok["cf_embeddings"]["epochs"] == tiny["cf_epochs"] and tok["rqvae"]["collisions"] == "sinkhorn"
+    assert rec["codebook"]["semantic_levels"] == tiny["rq_levels"]
