@@ -66,7 +66,7 @@ def _codebook_table(methods: dict[str, list[Record]]) -> list[str]:
             rows.append([m, len(books)] + [MISSING] * 7)
             continue
 
-        def mean(get) -> float:
+        def mean(get, books=books) -> float:
             return statistics.fmean(get(b) for b in books)
 
         first = [b["per_level"][0] for b in books]

@@ -19,10 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bench.batching import last_item_windows, shuffled_batches
 from bench.errors import UserError
-from bench.method import EvalBatch, Method
-from bench.training import Selection
+from methods.last_items import LastItemsMethod
 
 
 @dataclass
@@ -86,31 +84,8 @@ class CaserModel(torch.nn.Module):
         return h @ self.out.weight.T + self.out_bias.weight.T
 
 
-class Caser(Method):
+class Caser(LastItemsMethod):
     name = "caser"
     description = "Caser: horizontal + vertical convolutions over the last L items and a user embedding"
     Config = CaserConfig
-    output = "scores"
-
-    def __init__(self, config, data, ctx):
-        super().__init__(config, data, ctx)
-        self.model = CaserModel(data.n_users, data.n_items, config).to(self.device)
-
-    def fit(self) -> None:
-        cfg, dev = self.config, self.device
-        inputs, targets, users = last_item_windows(self.data.train, cfg.max_len)
-        inputs = torch.from_numpy(inputs + 1).to(dev)  # -1 padding -> 0
-        targets = torch.from_numpy(targets).to(dev)
-        users = torch.from_numpy(users).to(dev)
-        gen = self.ctx.torch_generator(self.name, "train")
-        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        for _ in Selection(self.ctx, self.model, cfg.epochs, cfg.patience, cfg.eval_every):
-            self.model.train()
-            for idx in shuffled_batches(len(targets), cfg.batch_size, gen, dev):
-                loss = F.cross_entropy(self.model.logits(self.model(users[idx], inputs[idx])), targets[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-
-    def score(self, batch: EvalBatch) -> torch.Tensor:
-        return self.model.logits(self.model(batch.users, batch.history[:, -self.config.max_len :] + 1))
+    Model = CaserModel

@@ -19,12 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from bench.batching import last_item_windows, shuffled_batches
 from bench.errors import UserError
-from bench.method import EvalBatch, Method
-from bench.training import Selection
+from methods.last_items import LastItemsMethod
 
 
 @dataclass
@@ -78,31 +75,8 @@ class HGNModel(torch.nn.Module):
         return h @ self.out.weight.T
 
 
-class HGN(Method):
+class HGN(LastItemsMethod):
     name = "hgn"
     description = "HGN: feature and instance gating over the last L items, user embedding, item-item product"
     Config = HGNConfig
-    output = "scores"
-
-    def __init__(self, config, data, ctx):
-        super().__init__(config, data, ctx)
-        self.model = HGNModel(data.n_users, data.n_items, config).to(self.device)
-
-    def fit(self) -> None:
-        cfg, dev = self.config, self.device
-        inputs, targets, users = last_item_windows(self.data.train, cfg.max_len)
-        inputs = torch.from_numpy(inputs + 1).to(dev)  # -1 padding -> 0
-        targets = torch.from_numpy(targets).to(dev)
-        users = torch.from_numpy(users).to(dev)
-        gen = self.ctx.torch_generator(self.name, "train")
-        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        for _ in Selection(self.ctx, self.model, cfg.epochs, cfg.patience, cfg.eval_every):
-            self.model.train()
-            for idx in shuffled_batches(len(targets), cfg.batch_size, gen, dev):
-                loss = F.cross_entropy(self.model.logits(self.model(users[idx], inputs[idx])), targets[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-
-    def score(self, batch: EvalBatch) -> torch.Tensor:
-        return self.model.logits(self.model(batch.users, batch.history[:, -self.config.max_len :] + 1))
+    Model = HGNModel
