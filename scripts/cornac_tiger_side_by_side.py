@@ -110,13 +110,12 @@ def run_cornac(split: Split, test: EvalSet, emb: np.ndarray, args, device: torch
     model.fit(ev.train_set)
     iid = ev.global_iid_map  # our item id (as string) -> cornac's item index
     order = np.array([iid[str(i)] for i in range(split.n_items)])
-    uid = ev.global_uid_map
     tiebreak = tiebreak_order(split.n_items, derive_seed(args.seed, split.dataset.name, "tiebreak"))
     ranks = []
     t0 = time.perf_counter()
     for k in range(len(test.targets)):
         hist = [iid[str(i)] for i in test.input.history[k]]
-        scores = model.score(uid[str(test.input.users[k])], hist)[order]
+        scores = model.score(0, hist)[order]  # cornac's TIGER reads only the history, not the user index
         ranks.append(ranks_from_scores(torch.from_numpy(scores[None]).float(), torch.tensor([test.targets[k]]), tiebreak))
     seconds = time.perf_counter() - t0
     return {
