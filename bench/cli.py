@@ -145,7 +145,8 @@ def _print_result(path: Path) -> None:
     m, e = rec["metrics"], rec["efficiency"]
     print(
         f"[{rec['dataset']} {rec['method']} seed {rec['seed']}] "
-        f"recall@10 {m['recall@10']:.4f}  ndcg@10 {m['ndcg@10']:.4f}  hit@100 {m['hit@100']:.4f}  "
+        + "  ".join(f"{k} " + ("missing" if m[k] is None else f"{m[k]:.4f}") for k in ("recall@10", "ndcg@10", "hit@100"))
+        + "  "
         f"fit {e['fit_seconds']:.1f}s  test {e['test_seconds']:.2f}s  ({e['device']})"
     )
 
