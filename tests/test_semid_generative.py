@@ -16,7 +16,8 @@ from bench.method import EvalBatch
 from bench.runner import build_method, run_one
 from bench.split import Sequences, Split
 from methods import METHODS
-from methods.semid.generative import EOS, N_SPECIAL, PAD, GenerativeConfig, GenerativeMethod, training_examples
+from bench.batching import last_item_windows
+from methods.semid.generative import EOS, N_SPECIAL, PAD, GenerativeConfig, GenerativeMethod
 from methods.semid.ids import SemanticIDs
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -48,7 +49,7 @@ def test_tiny_overrides_fit_the_shared_generic_ones() -> None:
 
 def test_training_examples_match_a_loop() -> None:
     seqs = Sequences(np.array([0, 4, 5, 7]), np.array([3, 1, 4, 1, 5, 9, 2], dtype=np.int32))
-    hist, tgt, rows = training_examples(seqs, 2)
+    hist, tgt, rows = last_item_windows(seqs, 2)  # the generative methods' training examples
     want = []
     for r in range(seqs.n):
         s = seqs[r].tolist()

@@ -33,14 +33,12 @@ import math
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.batching import shuffled_batches
+from bench.batching import last_item_windows, shuffled_batches
 from bench.errors import UserError
 from bench.method import EvalBatch, Method
-from bench.split import Sequences
 from bench.training import Selection
 from methods.semid.beam import PrefixTrie, beam_search
 from methods.semid.ids import SemanticIDs
@@ -94,20 +92,6 @@ class GenerativeConfig:
     def model_config(self) -> Seq2SeqConfig:
         return Seq2SeqConfig(self.d_model, self.layers, self.heads, self.d_kv, self.d_ff, self.dropout,
                              self.rel_buckets, self.rel_max_distance, self.tie_output)
-
-
-def training_examples(seqs: Sequences, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every position t >= 1 of every sequence: (history (N, max_len) right-aligned with -1,
-    target (N,), row (N,))."""
-    lengths = seqs.lengths
-    n_targets = np.maximum(lengths - 1, 0)
-    rows = np.repeat(np.arange(seqs.n), n_targets)
-    pos = np.arange(len(rows)) - np.repeat(np.cumsum(n_targets) - n_targets, n_targets) + 1  # t within the row
-    target_at = seqs.offsets[rows] + pos
-    idx = target_at[:, None] - max_len + np.arange(max_len)[None, :]
-    valid = idx >= seqs.offsets[rows][:, None]
-    history = np.where(valid, seqs.items[np.where(valid, idx, 0)], -1).astype(np.int64)
-    return history, seqs.items[target_at].astype(np.int64), rows.astype(np.int64)
 
 
 def hash_users(users: torch.Tensor, buckets: int) -> torch.Tensor:
@@ -225,7 +209,7 @@ class GenerativeMethod(Method):
     def fit(self) -> None:
         self.prepare()
         cfg, dev = self.config, self.device
-        history, target, rows = training_examples(self.data.train, cfg.max_len)
+        history, target, rows = last_item_windows(self.data.train, cfg.max_len)
         history, target, users = (torch.from_numpy(a).to(dev) for a in (history, target, rows))
         target_tok = self.item_tokens[target]  # (N, levels)
         gen = self.ctx.torch_generator(self.name, "train")
