@@ -111,6 +111,7 @@ def cmd_run(args) -> int:
         tag=args.tag,
         data_dir=data_dir,
         progress=sys.stderr.isatty() and not args.quiet,
+        log=not sys.stderr.isatty() and not args.quiet,
         overrides=overrides,
     )
     # ---- run -------------------------------------------------------------------------
@@ -230,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="protocol variant: remove each user's history items from every method's ranking (results kept apart under <dataset>@mask-history)")
     r.add_argument("--overwrite", action="store_true", help="redo runs whose record exists")
     r.add_argument("--leaderboard", nargs="?", const="leaderboard.md", default=None, help="regenerate this leaderboard file afterwards")
-    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--quiet", action="store_true", help="no progress bars or per-validation log lines")
     r.set_defaults(func=cmd_run)
 
     ls = sub.add_parser("list", help="methods and datasets, and which datasets are available locally")

@@ -49,6 +49,7 @@ class Context:
     validate: Callable[[], dict[str, float]]  # harness metrics on the validation split, current state
     select_metric: str = "ndcg@10"
     progress: bool = False
+    log: bool = False  # print one plain line per validation to stderr (when there are no progress bars)
     info: dict[str, Any] = field(default_factory=dict)  # training facts that go into the record
 
     def numpy_rng(self, *names: str) -> np.random.Generator:

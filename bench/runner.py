@@ -39,7 +39,8 @@ class RunConfig:
     mask_history: bool = False  # protocol variant: never rank a user's history items (all methods alike)
     tag: str = ""  # a labeled non-default setting (e.g. "cpu-small"): its records live in their own table
     overwrite: bool = False
-    progress: bool = True
+    progress: bool = True  # progress bars (a terminal)
+    log: bool = False  # one plain line per validation on stderr instead (batch jobs, nohup, CI logs)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     data_dir: Path | None = None  # the local data directory, for methods that read files given beside the data
 
@@ -113,7 +114,8 @@ def build_method(method_cls: type[Method], split: Split, seed: int, cfg: RunConf
         return summarize(out.ranks, out.list_depth, split.n_items)
 
     ctx = Context(device=device, seed=derive_seed(seed, split.dataset.name, method_cls.name), validate=validate,
-                  select_metric=cfg.select_metric, progress=cfg.progress)
+                  select_metric=cfg.select_metric, progress=cfg.progress,
+                  log=cfg.log and not cfg.progress)
     data = TrainData(split.train, split.n_users, split.n_items, split.dataset.item_text, split.dataset.item_value, split.dataset.name,
                      split.dataset.item_ids, cfg.data_dir)
     seed_everything(ctx.seed)

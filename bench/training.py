@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import torch
@@ -55,6 +56,10 @@ class Selection:
         self.module.train(was_training)
         self.curve.append((epoch, round(value, 6)))
         self.bar.set_postfix({self.ctx.select_metric: f"{value:.4f}", "best": f"{max(value, self.best_value):.4f}"})
+        if self.ctx.log:
+            best, at = (value, epoch) if value > self.best_value else (self.best_value, self.best_epoch)
+            print(f"  epoch {epoch}/{self.epochs}: valid {self.ctx.select_metric} {value:.4f} (best {best:.4f} at {at}), "
+                  f"{sum(self.epoch_seconds) / len(self.epoch_seconds):.1f} s/epoch", file=sys.stderr, flush=True)
         if value > self.best_value:
             self.best_value, self.best_epoch, self.bad = value, epoch, 0
             self.best_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}

@@ -303,6 +303,16 @@ def test_selection_validates_every_k_epochs_and_at_the_last() -> None:
     assert module.weight.item() == 7.0 and ctx.info["best_epoch"] == 7
 
 
+def test_selection_logs_one_line_per_validation_without_a_terminal(capsys) -> None:
+    curve = iter([0.2, 0.1, 0.3])
+    ctx = Context(device=torch.device("cpu"), seed=0, validate=lambda: {"ndcg@10": next(curve)}, log=True)
+    for _ in Selection(ctx, torch.nn.Linear(1, 1), epochs=6, patience=5, eval_every=2):
+        pass
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0].strip() for line in lines] == ["epoch 2/6", "epoch 4/6", "epoch 6/6"]
+    assert "best 0.2000 at 2" in lines[1] and "best 0.3000 at 6" in lines[2]
+
+
 class PeakAtTwo(Method):
     """Scores that put each validation target first at epoch 2 only (the test is cheating
     on purpose to give Selection a known best epoch); state = the epoch number."""
