@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Peer comparison: RecBole 1.2.1's classical models and ours on the identical ml-100k split.
+"""Peer comparison: RecBole 1.2.1's classical models and ours on the identical split (ml-100k by default).
 
 One row pair per method in ``PEERS`` (RecBole's BPR, Caser, SASRec, BERT4Rec, LightGCN
 against our ``mf``, ``caser``, ``sasrec-ce``, ``bert4rec``, ``lightgcn``); a method of ours
@@ -7,9 +7,10 @@ that is not registered is skipped with a line that says so.
 
 What it does
 ------------
-1. Loads our canonical ml-100k (``bench.data.registry.load_dataset``) and our leave-one-out
+1. Loads our canonical dataset (``--dataset``, default ml-100k; others from ``--data-dir`` or
+   ``$BENCH_DATA_DIR``; ``bench.data.registry.load_dataset``) and our leave-one-out
    split (``bench.split.leave_one_out``).
-2. Writes that dataset as RecBole atomic files, ``<tmp>/bench-ml-100k/bench-ml-100k.inter``
+2. Writes that dataset as RecBole atomic files, ``<tmp>/bench-<name>/bench-<name>.inter``
    (``user_id:token item_id:token timestamp:float``), with our remapped integer ids and each
    user's chronological *position* as the timestamp, so RecBole's sort reproduces our order
    exactly (no ties within a user are possible).  RecBole is configured with
@@ -72,6 +73,7 @@ Running it
     pip install "pandas<3" colorlog texttable scikit-learn tensorboard pyyaml colorama
     python scripts/recbole_side_by_side.py --device cpu --threads 1 --methods mf,lightgcn --output peers/x.md
     python scripts/recbole_side_by_side.py --device cuda --output peers/recbole_ml-100k_cuda.md
+    python scripts/recbole_side_by_side.py --dataset beauty --data-dir ../shared/data --methods mf --epochs 200 --output peers/x.md
 
 Without ``--epochs`` a CPU run caps every training at ``CPU_DEFAULT_EPOCHS`` (5) epochs
 (RecBole's SASRec epoch is ~2 minutes on one core of a small machine), and a CUDA run uses
@@ -106,8 +108,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("bench") is None:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
 
-DATASET = "ml-100k"
-RB_DATASET = "bench-ml-100k"  # the RecBole dataset name (and folder) of our exported copy
+DEFAULT_DATASET = "ml-100k"
 DEFAULT_MAX_LEN = 50  # history length for a sequential method whose Config has no max_len
 RECBOLE_BATCH = 2048  # RecBole's default train_batch_size
 CPU_DEFAULT_EPOCHS = 5  # RecBole's SASRec needs ~2 min per epoch on one core of this machine
@@ -274,11 +275,16 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def rb_name(dataset) -> str:
+    """The RecBole dataset name (and folder) of our exported copy of ``dataset``."""
+    return f"bench-{dataset.name}"
+
+
 def write_atomic_files(dataset, folder: Path) -> Path:
-    """``<folder>/<RB_DATASET>/<RB_DATASET>.inter``: our ids, position within the user as time."""
-    out = folder / RB_DATASET
+    """``<folder>/bench-<name>/bench-<name>.inter``: our ids, position within the user as time."""
+    out = folder / rb_name(dataset)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{RB_DATASET}.inter"
+    path = out / f"{rb_name(dataset)}.inter"
     if path.exists():
         return path
     lengths = dataset.lengths()
@@ -302,7 +308,7 @@ def history_length(peer: Peer) -> int | None:
     return int(default) if default else DEFAULT_MAX_LEN
 
 
-def recbole_config(rb, peer: Peer, data_path: Path, device: torch.device, seed: int, epochs: int, eval_every: int,
+def recbole_config(rb, peer: Peer, dataset_name: str, data_path: Path, device: torch.device, seed: int, epochs: int, eval_every: int,
                    patience: int, verbose: bool):
     cuda = device.type == "cuda"
     config_dict = {
@@ -350,7 +356,7 @@ def recbole_config(rb, peer: Peer, data_path: Path, device: torch.device, seed: 
         config_dict["MAX_ITEM_LIST_LENGTH"] = history_length(peer)
         config_dict["train_neg_sample_args"] = None  # full softmax (loss_type CE)
     config_dict.update(peer.recbole_config)
-    config = rb.Config(model=peer.recbole, dataset=RB_DATASET, config_dict=config_dict)
+    config = rb.Config(model=peer.recbole, dataset=dataset_name, config_dict=config_dict)
     config["device"] = device
     return config
 
@@ -447,7 +453,7 @@ def run_recbole(rb, peer: Peer, dataset, split, tmp: Path, device: torch.device,
                 patience: int, verbose: bool) -> dict:
     write_atomic_files(dataset, tmp)
     with working_directory(tmp):
-        config = recbole_config(rb, peer, tmp, device, seed, epochs, eval_every, patience, verbose)
+        config = recbole_config(rb, peer, rb_name(dataset), tmp, device, seed, epochs, eval_every, patience, verbose)
         rb.init_seed(config["seed"], config["reproducibility"])
         rb.init_logger(config)
         rb_dataset = rb.create_dataset(config)
@@ -558,22 +564,24 @@ def render(results: list[dict], fmt: str) -> str:
     return tabulate(table_rows(results), headers=HEADERS, tablefmt=fmt, disable_numparse=True)
 
 
-def markdown_report(results: list[dict], skipped: list[str], args, command: str, device_name: str, epochs: int, capped: bool) -> str:
+def markdown_report(results: list[dict], skipped: list[str], args, dataset_name: str, command: str, device_name: str, epochs: int,
+                    rb_epochs: int, capped: bool) -> str:
     from bench.provenance import git_info, package_versions
 
     versions = package_versions()
     git = git_info()
+    limits = f"{epochs} epochs" if rb_epochs == epochs else f"{rb_epochs} epochs for RecBole and {epochs} for ours"
     cap = (
-        f"Every training was capped at {epochs} epochs to keep the run short, so the models are not fully trained and "
-        "the quality columns are not converged numbers."
+        f"Trainings were capped at {limits} to keep the run short; a row whose best epoch is its last epoch was still "
+        "improving and is not a converged number."
         if capped
-        else f"Up to {epochs} epochs with early stopping."
+        else f"Up to {limits} with early stopping."
     )
     users = results[0]["recbole"]["split_check"]["test_pairs"] if results else 0
     lines = [
         "<!-- generated by scripts/recbole_side_by_side.py; do not edit by hand, re-run the command below -->",
         "",
-        f"# RecBole {versions.get('recbole', '?')} vs ours on {DATASET}",
+        f"# RecBole {versions.get('recbole', '?')} vs ours on {dataset_name}",
         "",
         "```",
         command,
@@ -637,10 +645,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default=None,
                    help=f"our method names to compare, comma-separated (default: all of {', '.join(x.ours for x in PEERS)})")
+    p.add_argument("--dataset", default=DEFAULT_DATASET, help=f"a registered dataset (default {DEFAULT_DATASET}, which ships with recbole)")
+    p.add_argument("--data-dir", default=None, help="local data directory for datasets other than ml-100k (or $BENCH_DATA_DIR)")
     p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None,
                    help=f"epoch cap for both sides (default: {CPU_DEFAULT_EPOCHS} on CPU, {GPU_DEFAULT_EPOCHS} on CUDA)")
+    p.add_argument("--recbole-epochs", type=int, default=None,
+                   help="RecBole's own epoch cap when it should differ from --epochs (RecBole's augmented SASRec/Caser/BERT4Rec "
+                        "epochs hold many more optimizer steps than ours)")
     p.add_argument("--eval-every", type=int, default=5, help="validate every N epochs, both implementations (default 5, ours' default)")
     p.add_argument("--patience", type=int, default=5, help="validations without improvement before stopping (default 5)")
     p.add_argument("--output", type=Path, default=None, help="also write the table as Markdown (with the command) to this file")
@@ -670,14 +683,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     epochs = args.epochs or (GPU_DEFAULT_EPOCHS if device.type == "cuda" else CPU_DEFAULT_EPOCHS)
-    capped = args.epochs is not None or device.type != "cuda"
-    eval_every = min(args.eval_every, epochs)
-    if epochs < 1 or eval_every < 1 or args.patience < 1:
-        print("error: --epochs, --eval-every and --patience must be positive", file=sys.stderr)
+    rb_epochs = args.recbole_epochs or epochs
+    capped = args.epochs is not None or args.recbole_epochs is not None or device.type != "cuda"
+    eval_every = min(args.eval_every, epochs, rb_epochs)
+    if min(epochs, rb_epochs, eval_every, args.patience) < 1:
+        print("error: --epochs, --recbole-epochs, --eval-every and --patience must be positive", file=sys.stderr)
         return 2
-    if epochs % eval_every:
-        print(f"error: --epochs {epochs} is not a multiple of --eval-every {eval_every} (RecBole validates only "
-              "every eval_every epochs, so the last epochs would go unvalidated)", file=sys.stderr)
+    if epochs % eval_every or rb_epochs % eval_every:
+        print(f"error: --epochs {epochs} / --recbole-epochs {rb_epochs} must be multiples of --eval-every {eval_every} "
+              "(RecBole validates only every eval_every epochs, so the last epochs would go unvalidated)", file=sys.stderr)
         return 2
     args.eval_every = eval_every
     if args.threads is not None:
@@ -701,15 +715,19 @@ def main(argv: list[str] | None = None) -> int:
     from bench.data.registry import load_dataset
     from bench.split import leave_one_out
 
-    dataset = load_dataset(DATASET)
+    try:
+        dataset = load_dataset(args.dataset, data_dir=args.data_dir)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     split = leave_one_out(dataset)
     results: list[dict] = []
     device_name = hardware(device)["device_name"]
     with tempfile.TemporaryDirectory(prefix="recbole-side-by-side-") as tmp:
         tmp = Path(tmp)
         for k, peer in enumerate(peers, 1):
-            print(f"[{k}/{len(peers)}] RecBole {peer.recbole} on {device} (up to {epochs} epochs) ...", file=sys.stderr, flush=True)
-            rec = run_recbole(rb, peer, dataset, split, tmp / peer.recbole, device, args.seed, epochs, eval_every, args.patience,
+            print(f"[{k}/{len(peers)}] RecBole {peer.recbole} on {device} (up to {rb_epochs} epochs) ...", file=sys.stderr, flush=True)
+            rec = run_recbole(rb, peer, dataset, split, tmp / peer.recbole, device, args.seed, rb_epochs, eval_every, args.patience,
                               args.verbose)
             print(f"      split check passed: {rec['split_check']}", file=sys.stderr, flush=True)
             print(f"[{k}/{len(peers)}] ours ({peer.ours}) on {device} (up to {epochs} epochs) ...", file=sys.stderr, flush=True)
@@ -718,12 +736,12 @@ def main(argv: list[str] | None = None) -> int:
             results.append({"peer": peer, "recbole": rec, "ours": ours})
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(markdown_report(results, skipped, args, command, device_name, epochs, capped))
+        args.output.write_text(markdown_report(results, skipped, args, dataset.name, command, device_name, epochs, rb_epochs, capped))
     for r in results:
         h = r["recbole"]["harness"]
         print(f"{r['peer'].label}: RecBole's model scored by our metrics: NDCG@10 {h['ndcg@10']:.4f}, Recall@10 {h['recall@10']:.4f}")
     if capped:
-        print(f"Epochs capped at {epochs} for both sides: quality numbers are not converged.")
+        print(f"Epochs capped (RecBole {rb_epochs}, ours {epochs}): a row whose best epoch is its last was still improving.")
     print(render(results, "simple"))
     for line in skipped:
         print(f"skipped: {line}")
