@@ -7,6 +7,7 @@ what exists).  Efficiency columns are filled only from GPU runs, which name the 
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -93,6 +94,29 @@ def _codebook_table(methods: dict[str, list[Record]]) -> list[str]:
     ]
 
 
+def _non_default(records: list[Record]) -> str:
+    """The config values of these records that differ from the method's current defaults
+    (``key=value``, union over seeds), "defaults" when there are none: epoch caps, smaller
+    models, and records made before a default changed are visible at a glance."""
+    from methods import METHODS
+
+    try:
+        defaults = dataclasses.asdict(METHODS.get(records[0].data["method"]).Config())
+    except Exception:  # a method that is no longer registered: its records cannot be compared
+        return "method not registered"
+    diffs = set()
+    for r in records:
+        config = r.data.get("config", {})
+        for key in sorted(config.keys() | defaults.keys()):
+            if key not in defaults:
+                diffs.add(f"{key}={config[key]} (no longer an option)")
+            elif key not in config:
+                diffs.add(f"{key} unrecorded")
+            elif config[key] != defaults[key] and not (isinstance(defaults[key], tuple) and list(defaults[key]) == config[key]):
+                diffs.add(f"{key}={config[key]}")
+    return ", ".join(sorted(diffs)) or "defaults"
+
+
 def render_leaderboard(results_dir: Path) -> str:
     records = load_records(results_dir)
     by_dataset: dict[str, dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
@@ -109,6 +133,7 @@ def render_leaderboard(results_dir: Path) -> str:
         "Cells are mean ± sample standard deviation over seeds (n = number of seeds); **bold** = best mean in the column; "
         f"{MISSING} = missing for at least one seed (never averaged over what exists). "
         "Epochs (best) = epochs trained and the epoch selected on validation, per seed. "
+        "Config ≠ defaults = the recorded settings that differ from the method's current defaults (epoch caps, older defaults). "
         "Efficiency (seconds per training epoch, test users per second) is reported only for runs on a GPU, which is named.",
         "",
     ]
@@ -151,9 +176,10 @@ def render_leaderboard(results_dir: Path) -> str:
             rows.append(
                 [m, len(rs)]
                 + [_fmt(stats[m][k], stats[m][k] is not None and stats[m][k][0] == best[k]) for k in METRIC_KEYS]
-                + [",".join(caps), ", ".join(trained), epoch, tput, device]
+                + [",".join(caps), ", ".join(trained), _non_default(rs), epoch, tput, device]
             )
-        headers = ["method", "n"] + list(METRIC_KEYS) + ["history cap", "epochs (best)", "s/epoch", "test users/s", "device"]
+        headers = ["method", "n"] + list(METRIC_KEYS) + ["history cap", "epochs (best)", "config ≠ defaults", "s/epoch", "test users/s",
+                                                        "device"]
         lines.append(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
         lines.append("")
         lines.extend(_codebook_table(methods))

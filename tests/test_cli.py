@@ -354,6 +354,27 @@ def test_leaderboard_renders_a_minimal_record(capsys, tmp_path: Path) -> None:
     assert cells["m"]["ndcg@10"] == "0.1000" and cells["m"]["recall@10"] == "—" and cells["n"]["ndcg@10"] == "**0.2000**"
 
 
+def test_leaderboard_names_settings_that_differ_from_the_defaults(capsys, tmp_path: Path) -> None:
+    from dataclasses import asdict
+
+    from methods import METHODS
+
+    res = tmp_path / "res"
+    defaults = asdict(METHODS.get("mf").Config())
+    capped = {**defaults, "epochs": 7}
+    old = {k: v for k, v in defaults.items() if k != "init_std"} | {"lr": 0.005, "gone": 1}
+    for method, seed, config in (("pop", 0, asdict(METHODS.get("pop").Config())), ("mf", 0, capped), ("mf", 1, old)):
+        path = fake_record(res, "d", method, seed, metrics_of(0.1 + seed))
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps({**record, "config": config}))
+    fake_record(res, "d", "unregistered", 0, metrics_of(0.2))
+    assert cli(capsys, "leaderboard", "--results-dir", res, "--output", tmp_path / "lb.md")[0] == 0
+    cells = table((tmp_path / "lb.md").read_text(), "d")
+    assert cells["pop"]["config ≠ defaults"] == "defaults"
+    assert cells["mf"]["config ≠ defaults"] == "epochs=7, gone=1 (no longer an option), init_std unrecorded, lr=0.005"
+    assert cells["unregistered"]["config ≠ defaults"] == "method not registered"
+
+
 def test_leaderboard_missing_results_dir(capsys, tmp_path: Path) -> None:
     rc, _, err = cli(capsys, "leaderboard", "--results-dir", tmp_path / "none", "--output", tmp_path / "lb.md")
     assert_user_error(rc, err, "does not exist")
