@@ -145,6 +145,13 @@ def run_one(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig) -
         test = Evaluator(split.test, method, parts["tiebreak"], cfg.eval_batch_size, cfg.progress, "test", cfg.mask_history).run()
         memory = mem.read()
     metrics = summarize(test.ranks, test.list_depth, split.n_items)
+    masked_metrics = None
+    if not cfg.mask_history and method.output == "scores":
+        # Supplementary, after the timed test pass: the same checkpoint with history items removed
+        # from the ranking, for comparison with papers that evaluate that way (S3-Rec's code, RecBole's
+        # general models). Selection never sees it; the headline metrics stay unmasked.
+        masked = Evaluator(split.test, method, parts["tiebreak"], cfg.eval_batch_size, False, "test (history masked)", True).run()
+        masked_metrics = summarize(masked.ranks, None, split.n_items)
     efficiency = {
         **method.parameter_counts(),
         "fit_seconds": fit_seconds,
@@ -164,6 +171,7 @@ def run_one(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig) -
         "seed": seed,
         "metrics": metrics,
         "valid_metrics": valid_metrics,
+        **({"test_metrics_history_masked": masked_metrics} if masked_metrics is not None else {}),
         "protocol": {
             **PROTOCOL,
             "history_cap": method.history_cap,

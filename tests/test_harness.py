@@ -406,3 +406,34 @@ def test_method_contract_cuda(name: str, tiny_split: Split, run_cfg, tmp_path: P
     rec = json.loads(path.read_text())
     assert rec["provenance"]["hardware"]["gpu"] and rec["efficiency"]["peak_memory_kind"] == "cuda max_memory_allocated"
     assert summarize(Record(path, rec).ranks()) == rec["metrics"]
+
+
+class MemorizeHistory(Method):
+    """Scores each user's history items highest (most recent first): the kind of model whose
+    numbers move most when history items are masked from the ranking."""
+
+    name = "memorize"
+    output = "scores"
+
+    @dataclasses.dataclass
+    class Config:
+        max_len: int = 5
+
+    def fit(self) -> None:
+        pass
+
+    def score(self, batch):
+        scores = torch.zeros(len(batch.users), self.data.n_items)
+        for row, (hist, n) in enumerate(zip(batch.history, batch.lengths)):
+            items = hist[len(hist) - int(n):]
+            scores[row, items] = torch.arange(1, len(items) + 1, dtype=torch.float32) + 100.0
+        return scores
+
+
+def test_records_add_history_masked_test_metrics_for_score_methods(tiny_split, run_cfg) -> None:
+    plain = json.loads(run_one(MemorizeHistory, tiny_split, 0, run_cfg()).read_text())
+    masked_run = json.loads(run_one(MemorizeHistory, tiny_split, 0, run_cfg(mask_history=True)).read_text())
+    supplementary = plain["test_metrics_history_masked"]
+    assert supplementary == masked_run["metrics"]  # the same numbers a masked run gets from this (untrained) method
+    assert plain["metrics"] != supplementary and "test_metrics_history_masked" not in masked_run
+    assert plain["protocol"]["history_masking"] is False
