@@ -71,7 +71,7 @@ Running it
 ----------
     pip install recbole==1.2.1 --no-deps
     pip install "pandas<3" colorlog texttable scikit-learn tensorboard pyyaml colorama
-    python scripts/recbole_side_by_side.py --device cpu --threads 1 --methods mf,lightgcn --output peers/x.md
+    python scripts/recbole_side_by_side.py --device cpu --threads 1 --methods mf,lightgcn --seeds 0,1,2 --output peers/x.md
     python scripts/recbole_side_by_side.py --device cuda --output peers/recbole_ml-100k_cuda.md
     python scripts/recbole_side_by_side.py --dataset beauty --data-dir ../shared/data --methods mf --epochs 200 --output peers/x.md
 
@@ -546,15 +546,30 @@ HEADERS = ["method", "implementation", "history masked", "test NDCG@10", "test R
            "epochs (best)", "train batch", "params"]  # fmt: skip
 
 
+def mean_std(values: list[float]) -> str:
+    """One value as is; several as mean ± sample standard deviation."""
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
 def table_rows(results: list[dict]) -> list[list[str]]:
-    body = []
+    """Two rows per compared method (RecBole, ours); with several seeds the quality cells are
+    mean ± std over them, seconds per epoch the mean, epochs (best) listed per seed."""
+    by_peer: dict[str, list[dict]] = {}
     for r in results:
-        rec, ours, peer = r["recbole"], r["ours"], r["peer"]
-        ratio = rec["epoch_seconds_mean"] / ours["epoch_seconds_mean"] if ours["epoch_seconds_mean"] > 0 else float("nan")
+        by_peer.setdefault(r["peer"].label, []).append(r)
+    body = []
+    for runs in by_peer.values():
+        peer = runs[0]["peer"]
+        seconds = {side: float(np.mean([r[side]["epoch_seconds_mean"] for r in runs])) for side in ("recbole", "ours")}
+        ratio = seconds["recbole"] / seconds["ours"] if seconds["ours"] > 0 else float("nan")
         masked = "no" if peer.sequential else "yes"
-        for impl, x, speed in (("RecBole", rec, ""), (f"ours ({peer.ours})", ours, f"{ratio:.1f}x")):
-            body.append([peer.label, impl, masked, f"{x['ndcg@10']:.4f}", f"{x['recall@10']:.4f}", f"{x['epoch_seconds_mean']:.2f}",
-                         speed, f"{x['epochs_run']} ({x['best_epoch']})", x["batch"], f"{x['params']:,}"])
+        for impl, side, speed in (("RecBole", "recbole", ""), (f"ours ({peer.ours})", "ours", f"{ratio:.1f}x")):
+            xs = [r[side] for r in runs]
+            body.append([peer.label, impl, masked, mean_std([x["ndcg@10"] for x in xs]), mean_std([x["recall@10"] for x in xs]),
+                         f"{seconds[side]:.2f}", speed, ", ".join(f"{x['epochs_run']} ({x['best_epoch']})" for x in xs), xs[0]["batch"],
+                         f"{xs[0]['params']:,}"])
     return body
 
 
@@ -604,11 +619,12 @@ def markdown_report(results: list[dict], skipped: list[str], args, dataset_name:
     for r in results:
         rec, ours, peer = r["recbole"], r["ours"], r["peer"]
         sc, h = rec["split_check"], rec["harness"]
+        seed = f" seed {r['seed']}" if len(args.seeds) > 1 else ""
         kind = (f"histories equal ours cut to the last {history_length(peer)} items and its {sc['train_samples']:,} training "
                 "samples have exactly our training targets") if peer.sequential else (
                 f"its {sc['train_samples']:,} training interactions are exactly ours")
         lines.append(
-            f"- {peer.label} (RecBole `{peer.recbole}` vs `{peer.ours}`): split check passed ({sc['test_pairs']} test / "
+            f"- {peer.label} (RecBole `{peer.recbole}` vs `{peer.ours}`){seed}: split check passed ({sc['test_pairs']} test / "
             f"{sc['valid_pairs']} validation pairs equal ours; {kind}). RecBole's model scored by our metric code: "
             f"NDCG@10 {h['ndcg@10']:.4f}, Recall@10 {h['recall@10']:.4f}. Best validation NDCG@10: RecBole "
             f"{rec['best_valid']:.4f}, ours {ours['best_valid']:.4f}. Fit time incl. validation: RecBole "
@@ -622,7 +638,7 @@ def markdown_report(results: list[dict], skipped: list[str], args, dataset_name:
         "",
         (f"Versions: recbole {versions.get('recbole')}, torch {versions.get('torch')}, numpy {versions.get('numpy')}, "
          f"scipy {versions.get('scipy')}, pandas {versions.get('pandas')}; code {(git.get('git_sha') or '?')[:10]}"
-         f"{' (dirty)' if git.get('git_dirty') else ''}; seed {args.seed}; device {device_name}. Unmatched training details "
+         f"{' (dirty)' if git.get('git_dirty') else ''}; seed(s) {', '.join(map(str, args.seeds))}; device {device_name}. Unmatched training details "
          "per model are listed in the script's docstring."),
         "",
     ]
@@ -641,6 +657,16 @@ def select_peers(spec: str | None) -> list[Peer]:
     return [p for p in PEERS if p.ours in wanted]
 
 
+def parse_seeds(spec: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds {spec!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {spec!r}: expected distinct comma-separated integers, e.g. 0,1,2")
+    return seeds
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default=None,
@@ -648,7 +674,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default=DEFAULT_DATASET, help=f"a registered dataset (default {DEFAULT_DATASET}, which ships with recbole)")
     p.add_argument("--data-dir", default=None, help="local data directory for datasets other than ml-100k (or $BENCH_DATA_DIR)")
     p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="one seed for both sides (default 0)")
+    p.add_argument("--seeds", default=None, help="several seeds, comma-separated (e.g. 0,1,2): quality cells become mean ± std")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"epoch cap for both sides (default: {CPU_DEFAULT_EPOCHS} on CPU, {GPU_DEFAULT_EPOCHS} on CUDA)")
     p.add_argument("--recbole-epochs", type=int, default=None,
@@ -664,6 +691,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         peers = select_peers(args.methods)
+        args.seeds = parse_seeds(args.seeds) if args.seeds else [args.seed]
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -726,20 +754,22 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="recbole-side-by-side-") as tmp:
         tmp = Path(tmp)
         for k, peer in enumerate(peers, 1):
-            print(f"[{k}/{len(peers)}] RecBole {peer.recbole} on {device} (up to {rb_epochs} epochs) ...", file=sys.stderr, flush=True)
-            rec = run_recbole(rb, peer, dataset, split, tmp / peer.recbole, device, args.seed, rb_epochs, eval_every, args.patience,
-                              args.verbose)
-            print(f"      split check passed: {rec['split_check']}", file=sys.stderr, flush=True)
-            print(f"[{k}/{len(peers)}] ours ({peer.ours}) on {device} (up to {epochs} epochs) ...", file=sys.stderr, flush=True)
-            ours = run_ours(peer, split, tmp / peer.ours, str(device), args.seed, epochs, eval_every, args.patience)
-            device_name = ours["device_name"] or device_name
-            results.append({"peer": peer, "recbole": rec, "ours": ours})
+            for seed in args.seeds:
+                at = f"[{k}/{len(peers)}{f' seed {seed}' if len(args.seeds) > 1 else ''}]"
+                print(f"{at} RecBole {peer.recbole} on {device} (up to {rb_epochs} epochs) ...", file=sys.stderr, flush=True)
+                rec = run_recbole(rb, peer, dataset, split, tmp / f"{peer.recbole}-{seed}", device, seed, rb_epochs, eval_every,
+                                  args.patience, args.verbose)
+                print(f"      split check passed: {rec['split_check']}", file=sys.stderr, flush=True)
+                print(f"{at} ours ({peer.ours}) on {device} (up to {epochs} epochs) ...", file=sys.stderr, flush=True)
+                ours = run_ours(peer, split, tmp / f"{peer.ours}-{seed}", str(device), seed, epochs, eval_every, args.patience)
+                device_name = ours["device_name"] or device_name
+                results.append({"peer": peer, "seed": seed, "recbole": rec, "ours": ours})
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(markdown_report(results, skipped, args, dataset.name, command, device_name, epochs, rb_epochs, capped))
     for r in results:
         h = r["recbole"]["harness"]
-        print(f"{r['peer'].label}: RecBole's model scored by our metrics: NDCG@10 {h['ndcg@10']:.4f}, Recall@10 {h['recall@10']:.4f}")
+        print(f"{r['peer'].label} seed {r['seed']}: RecBole's model scored by our metrics: NDCG@10 {h['ndcg@10']:.4f}, Recall@10 {h['recall@10']:.4f}")
     if capped:
         print(f"Epochs capped (RecBole {rb_epochs}, ours {epochs}): a row whose best epoch is its last was still improving.")
     print(render(results, "simple"))

@@ -57,6 +57,28 @@ def test_unregistered_methods_are_skipped_with_a_line(sbs, monkeypatch, capsys) 
     assert "skip  Ghost: our `ghost-method` is not registered" in err and "none of the selected methods is registered" in err
 
 
+def _run(ndcg: float, seconds: float) -> dict:
+    return {"ndcg@10": ndcg, "recall@10": 2 * ndcg, "epoch_seconds_mean": seconds, "epochs_run": 10, "best_epoch": 5,
+            "batch": "2048 pairs", "params": 1000}
+
+
+def test_table_rows_aggregate_seeds(sbs) -> None:
+    peer = sbs.PEERS[0]
+    one = sbs.table_rows([{"peer": peer, "seed": 0, "recbole": _run(0.1, 4.0), "ours": _run(0.2, 1.0)}])
+    assert one[0][3:7] == ["0.1000", "0.2000", "4.00", ""] and one[1][3:7] == ["0.2000", "0.4000", "1.00", "4.0x"]
+    three = sbs.table_rows([{"peer": peer, "seed": s, "recbole": _run(0.1 + 0.01 * s, 4.0 + s), "ours": _run(0.2, 1.0)} for s in range(3)])
+    assert len(three) == 2
+    assert three[0][3] == "0.1100 ± 0.0100" and three[0][5] == "5.00" and three[1][6] == "5.0x"
+    assert three[1][3] == "0.2000 ± 0.0000" and three[1][7] == "10 (5), 10 (5), 10 (5)"
+
+
+def test_parse_seeds(sbs) -> None:
+    assert sbs.parse_seeds("0,1, 2") == [0, 1, 2]
+    for bad in ("0,x", "1,1", ","):
+        with pytest.raises(ValueError, match="--seeds"):
+            sbs.parse_seeds(bad)
+
+
 def test_bad_options_exit_2(sbs, capsys) -> None:
     assert sbs.main(["--methods", "nope"]) == 2
     assert "--methods: nope not compared" in capsys.readouterr().err
