@@ -375,6 +375,22 @@ def test_leaderboard_names_settings_that_differ_from_the_defaults(capsys, tmp_pa
     assert cells["unregistered"]["config ≠ defaults"] == "method not registered"
 
 
+def test_leaderboard_lists_supplementary_history_masked_metrics(capsys, tmp_path: Path) -> None:
+    res = tmp_path / "res"
+    for seed, masked in ((0, 0.5), (1, 0.7), (2, None)):
+        path = fake_record(res, "d", "mf", seed, metrics_of(0.1))
+        record = json.loads(path.read_text())
+        if masked is not None:
+            record["test_metrics_history_masked"] = metrics_of(masked)
+        path.write_text(json.dumps(record))
+    fake_record(res, "d", "pop", 0, metrics_of(0.2))
+    assert cli(capsys, "leaderboard", "--results-dir", res, "--output", tmp_path / "lb.md")[0] == 0
+    text = (tmp_path / "lb.md").read_text()
+    section = text.split("History-masked test metrics", 1)[1]
+    rows = [[c.strip() for c in line.strip("|\n").split("|")] for line in section.splitlines() if line.startswith("| ")]
+    assert rows[1:] == [["mf", "2 of 3", "0.6000 ± 0.1414", "0.6000 ± 0.1414", "0.6000 ± 0.1414", "0.6000 ± 0.1414", "0.1000 ± 0.0000"]]
+
+
 def test_leaderboard_missing_results_dir(capsys, tmp_path: Path) -> None:
     rc, _, err = cli(capsys, "leaderboard", "--results-dir", tmp_path / "none", "--output", tmp_path / "lb.md")
     assert_user_error(rc, err, "does not exist")
