@@ -47,18 +47,22 @@ class Evaluator:
         self.targets = torch.from_numpy(evalset.targets).to(device)
         self.tiebreak = tiebreak.to(device)
         self.mask_history = mask_history
-        if mask_history:  # (row, item) pairs of every history, CSR-sliced per batch
-            self.hist_offsets = torch.from_numpy(hist.offsets).to(device)
-            self.hist_items = torch.from_numpy(hist.items.astype(np.int64)).to(device)
+        self._hist = hist
+        self.hist_offsets = self.hist_items = None  # (row, item) pairs of every history, CSR, moved on first masked run
 
     def _history_pairs(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.hist_offsets is None:
+            self.hist_offsets = torch.from_numpy(self._hist.offsets).to(self.users.device)
+            self.hist_items = torch.from_numpy(self._hist.items.astype(np.int64)).to(self.users.device)
         lo, hi = int(self.hist_offsets[start]), int(self.hist_offsets[stop])
         counts = self.hist_offsets[start + 1 : stop + 1] - self.hist_offsets[start:stop]
         rows = torch.repeat_interleave(torch.arange(stop - start, device=counts.device), counts)
         return rows, self.hist_items[lo:hi]
 
     @torch.no_grad()
-    def run(self) -> EvalOutput:
+    def run(self, mask_history: bool | None = None) -> EvalOutput:
+        """Ranks of every target; ``mask_history`` overrides the evaluator's own setting for this run."""
+        mask = self.mask_history if mask_history is None else mask_history
         method = self.method
         method.eval()
         n = len(self.users)
@@ -75,13 +79,13 @@ class Evaluator:
                 scores = method.score(batch)
                 if scores.shape != (len(batch.users), method.data.n_items):
                     raise ValueError(f"{method.name}.score returned shape {tuple(scores.shape)}, expected ({len(batch.users)}, {method.data.n_items})")
-                if self.mask_history:
+                if mask:
                     scores = scores.float().clone()
                     scores[self._history_pairs(start, start + len(batch.users))] = -torch.inf
                 ranks[sl] = ranks_from_scores(scores, self.targets[sl], self.tiebreak)
             else:
                 lists = method.recommend(batch, MAX_RANK)
-                if self.mask_history:
+                if mask:
                     rows, items = self._history_pairs(start, start + len(batch.users))
                     seen = torch.zeros(len(batch.users), method.data.n_items, dtype=torch.bool, device=lists.device)
                     seen[rows, items] = True

@@ -142,7 +142,8 @@ def run_one(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig) -
         ctx.synchronize()
         fit_seconds = time.perf_counter() - t0
         valid_metrics = ctx.validate()
-        test = Evaluator(split.test, method, parts["tiebreak"], cfg.eval_batch_size, cfg.progress, "test", cfg.mask_history).run()
+        test_eval = Evaluator(split.test, method, parts["tiebreak"], cfg.eval_batch_size, cfg.progress, "test", cfg.mask_history)
+        test = test_eval.run()
         memory = mem.read()
     metrics = summarize(test.ranks, test.list_depth, split.n_items)
     masked_metrics = None
@@ -150,7 +151,7 @@ def run_one(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig) -
         # Supplementary, after the timed test pass: the same checkpoint with history items removed
         # from the ranking, for comparison with papers that evaluate that way (S3-Rec's code, RecBole's
         # general models). Selection never sees it; the headline metrics stay unmasked.
-        masked = Evaluator(split.test, method, parts["tiebreak"], cfg.eval_batch_size, False, "test (history masked)", True).run()
+        masked = test_eval.run(mask_history=True)
         masked_metrics = summarize(masked.ranks, None, split.n_items)
     efficiency = {
         **method.parameter_counts(),
