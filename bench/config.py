@@ -119,3 +119,19 @@ def merge_overrides(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, A
         for section, values in layer.items():
             out.setdefault(section, {}).update(values)
     return out
+
+
+def resolve_config(method_cls: Any, preset: str = "", overrides: dict[str, Any] | None = None) -> Any:
+    """A method's config, resolved once: its defaults, then the named preset (declared by the
+    method beside its defaults, ``Method.presets``), then the user's overrides.
+
+    A preset the method does not declare is an error that lists the ones it has.
+    """
+    config = method_cls.Config()
+    if preset:
+        presets = getattr(method_cls, "presets", {}) or {}
+        if preset not in presets:
+            have = ", ".join(sorted(presets)) or "none"
+            raise UserError(f"--preset {preset!r}: method {method_cls.name!r} declares no such preset (it has: {have})")
+        config = apply_overrides(config, presets[preset], f"{method_cls.name} (preset {preset})")
+    return apply_overrides(config, overrides or {}, method_cls.name)

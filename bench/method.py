@@ -78,6 +78,11 @@ class Method(abc.ABC):
     description: ClassVar[str] = ""  # one line for `python -m bench list`
     Config: ClassVar[type] = object
     output: ClassVar[str] = "scores"
+    # Named settings declared beside the config defaults, applied with ``--preset NAME`` before
+    # any ``--set``/``--config`` override: ``{"cpu": {"d_model": 64, "beam": 20}}``.  Every method
+    # declares ``cpu``: one seed on Scientific trains to early stopping within about 45 minutes on
+    # one core (docs/protocol.md, "Presets").  Records of a preset are kept apart (``<dataset>@<preset>``).
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, config: Any, data: TrainData, ctx: Context):
         self.config = config
