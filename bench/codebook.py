@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from methods.semid.ids import SemanticIDs
+from bench.semantic_ids import SemanticIDs
 
 
 def _entropy_bits(counts: np.ndarray) -> float:

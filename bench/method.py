@@ -50,7 +50,8 @@ class Context:
     select_metric: str = "ndcg@10"
     progress: bool = False
     log: bool = False  # print one plain line per validation to stderr (when there are no progress bars)
-    info: dict[str, Any] = field(default_factory=dict)  # training facts that go into the record
+    info: dict[str, Any] = field(default_factory=dict)  # training facts: the record's "training" section
+    efficiency: dict[str, Any] = field(default_factory=dict)  # timings and counts: merged into the record's "efficiency"
 
     def numpy_rng(self, *names: str) -> np.random.Generator:
         """A generator seeded from (run seed, names), independent across names."""
@@ -106,6 +107,19 @@ class Method(abc.ABC):
     def recommend(self, batch: EvalBatch, k: int) -> torch.Tensor:
         """(B, >=k) item ids, best first, -1 for "no item"."""
         raise NotImplementedError(f"{self.name} produces scores, not ranked lists")
+
+    # ---- what the method adds to its record ----------------------------------------------------
+    def report(self) -> dict[str, dict[str, Any]]:
+        """The method's own sections of the result record, ``{section: {...}}``.  The default is
+        the training facts gathered in ``ctx.info`` as ``"training"``; a method may add
+        sections of its own.  A section may not reuse a name the harness writes (metrics,
+        protocol, efficiency, provenance, ...)."""
+        return {"training": dict(self.ctx.info)}
+
+    def artifacts(self) -> list[Any]:
+        """Objects the harness measures the same way for every method, recognised by type:
+        a :class:`bench.semantic_ids.SemanticIDs` gets the ``codebook`` section."""
+        return []
 
     def modules(self) -> list[torch.nn.Module]:
         """The torch modules whose parameters count as the model (for the record)."""

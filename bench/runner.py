@@ -19,6 +19,7 @@ from bench.errors import UserError
 from bench.evaluate import Evaluator
 from bench.method import Context, Method, TrainData, seed_sequence
 from bench.metrics import MAX_RANK, METRIC_KEYS, summarize, tiebreak_order
+from bench.semantic_ids import SemanticIDs
 from bench.results import codebook_plot_path, is_complete, record_path, write_record
 from bench.split import Split
 
@@ -156,7 +157,7 @@ def run_one(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig) -
     efficiency = {
         **method.parameter_counts(),
         "fit_seconds": fit_seconds,
-        **{k: ctx.info[k] for k in ("tokenizer_seconds", "epochs_run", "best_epoch", "epoch_seconds_mean", "train_epochs_seconds_total") if k in ctx.info},
+        **ctx.efficiency,
         "test_seconds": test.seconds,
         "test_users": test.users,
         "test_users_per_second": test.users / test.seconds if test.seconds > 0 else None,
@@ -185,7 +186,6 @@ def run_one(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig) -
         },
         "efficiency": efficiency,
         "config": to_dict(parts["config"]),
-        "training": {k: v for k, v in ctx.info.items() if k not in efficiency},
         "dataset_info": split.dataset.summary(),
         "provenance": {
             **provenance.git_info(),
@@ -197,8 +197,12 @@ def run_one(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig) -
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         },
     }
-    ids = getattr(method, "semantic_ids", None)
-    if ids is not None:  # a generative method: codebook utilization, measured the same way for all
+    for section, content in method.report().items():
+        if section in record:
+            raise ValueError(f"{method_cls.name}.report(): section {section!r} is the harness's own")
+        record[section] = content
+    ids = next((a for a in method.artifacts() if isinstance(a, SemanticIDs)), None)
+    if ids is not None:  # codebook utilization, measured the same way for every method with semantic IDs
         record["codebook"] = codebook.utilization(ids)
         png = codebook_plot_path(path)
         tmp = png.with_name(f".{png.name}.{os.getpid()}.tmp.png")

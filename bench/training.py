@@ -72,11 +72,10 @@ class Selection:
         if self.best_state is not None:
             self.module.load_state_dict(self.best_state)
         self.module.eval()
-        self.ctx.info.update(
+        self.ctx.efficiency.update(
             epochs_run=len(self.epoch_seconds),
             best_epoch=self.best_epoch,
             epoch_seconds_mean=sum(self.epoch_seconds) / max(1, len(self.epoch_seconds)),
             train_epochs_seconds_total=sum(self.epoch_seconds),
-            valid_curve=self.curve,
-            best_valid=self.best_value,
         )
+        self.ctx.info.update(valid_curve=self.curve, best_valid=self.best_value)

@@ -55,7 +55,7 @@ import torch
 from bench.errors import UserError
 from bench.split import Sequences
 from methods.sasrec import SASRecConfig, SASRecModel, epoch_trainer
-from methods.semid.ids import SemanticIDs
+from bench.semantic_ids import SemanticIDs
 from methods.semid.regularize import LetterRegularizer
 from methods.semid.rqvae import train_rqvae
 from methods.tiger import TIGER, TIGERConfig

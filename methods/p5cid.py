@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from methods.semid.cid import CIDConfig, collaborative_ids
 from methods.semid.generative import GenerativeConfig, GenerativeMethod
-from methods.semid.ids import SemanticIDs
+from bench.semantic_ids import SemanticIDs
 
 
 @dataclass

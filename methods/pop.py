@@ -24,7 +24,7 @@ class Pop(Method):
     def fit(self) -> None:
         counts = np.bincount(self.data.train.items, minlength=self.data.n_items).astype(np.float32)
         self.counts = torch.from_numpy(counts).to(self.device)
-        self.ctx.info.update(epochs_run=1, best_epoch=1)
+        self.ctx.efficiency.update(epochs_run=1, best_epoch=1)
 
     def score(self, batch: EvalBatch) -> torch.Tensor:
         return self.counts.expand(len(batch.users), -1)

@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.data.registry import get_spec, resolve_data_dir
 from bench.errors import UserError
 from methods.semid.generative import GenerativeConfig, GenerativeMethod
-from methods.semid.ids import SemanticIDs
+from bench.semantic_ids import SemanticIDs
 from methods.semid.rqvae import COLLISIONS, RQVAEConfig, external_index, train_rqvae
 from methods.semid.text import TextConfig, item_embeddings
 

@@ -21,7 +21,7 @@ import torch
 
 from methods.semid.beam import PrefixTrie, beam_search
 from methods.semid.generative import EOS, N_SPECIAL, PAD, seq2seq_step
-from methods.semid.ids import SemanticIDs
+from bench.semantic_ids import SemanticIDs
 from methods.semid.seq2seq import Seq2Seq, Seq2SeqConfig
 
 USERS, ITEMS, HISTORY = 22_363, 12_101, 20

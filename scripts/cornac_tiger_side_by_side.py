@@ -62,7 +62,7 @@ def run_ours(split: Split, test: EvalSet, args, device: torch.device) -> dict:
     method.ctx.validate = lambda: {k: 0.0 for k in ("ndcg@10",)}  # no selection: both sides keep the last epoch
     method.fit()
     out = Evaluator(test, method, parts["tiebreak"], args.eval_batch_size, cfg.progress, "test").run()
-    info = method.ctx.info
+    info = method.ctx.efficiency
     return {
         "metrics": summarize(out.ranks, out.list_depth, split.n_items),
         "tokenizer_seconds": info["tokenizer_seconds"],

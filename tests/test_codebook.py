@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench.codebook import plot_first_level, utilization
-from methods.semid.ids import SemanticIDs
+from bench.semantic_ids import SemanticIDs
 
 
 def _table() -> SemanticIDs:

@@ -158,7 +158,7 @@ def test_ials_selects_the_best_sweep_and_uses_torch_threads(tiny_split: Split) -
     method, _ = build_method(METHODS.get("ials"), tiny_split, 0, cfg, torch.device("cpu"))
     method.fit()
     info = method.ctx.info
-    assert info["backend"] == "implicit.cpu" and info["epochs_run"] == 4 and len(info["valid_curve"]) == 4
+    assert info["backend"] == "implicit.cpu" and method.ctx.efficiency["epochs_run"] == 4 and len(info["valid_curve"]) == 4
     assert info["best_valid"] == pytest.approx(max(v for _, v in info["valid_curve"]), abs=1e-6)
     assert method.ctx.validate()["ndcg@10"] == pytest.approx(info["best_valid"])  # the best sweep's factors are back
     assert method._als_threads == torch.get_num_threads() == 1

@@ -288,7 +288,7 @@ def test_selection_restores_the_best_epoch() -> None:
             module.weight.fill_(float(epoch))
     assert epochs == [1, 2, 3, 4]  # stopped after 2 validations without improvement
     assert module.weight.item() == 2.0 and not module.training
-    assert ctx.info["best_epoch"] == 2 and ctx.info["epochs_run"] == 4
+    assert ctx.efficiency["best_epoch"] == 2 and ctx.efficiency["epochs_run"] == 4
     assert ctx.info["valid_curve"] == [(1, 0.1), (2, 0.5), (3, 0.3), (4, 0.2)]
 
 
@@ -300,7 +300,7 @@ def test_selection_validates_every_k_epochs_and_at_the_last() -> None:
         with torch.no_grad():
             module.weight.fill_(float(epoch))
     assert [e for e, _ in ctx.info["valid_curve"]] == [3, 6, 7]
-    assert module.weight.item() == 7.0 and ctx.info["best_epoch"] == 7
+    assert module.weight.item() == 7.0 and ctx.efficiency["best_epoch"] == 7
 
 
 def test_selection_logs_one_line_per_validation_without_a_terminal(capsys) -> None:

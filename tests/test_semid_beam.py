@@ -11,7 +11,7 @@ import torch
 
 from methods.semid.beam import PrefixTrie, _first_occurrences, _leaves_to_items, beam_search
 from methods.semid.generative import BOS, N_SPECIAL, seq2seq_step
-from methods.semid.ids import SemanticIDs
+from bench.semantic_ids import SemanticIDs
 from methods.semid.seq2seq import Seq2Seq, Seq2SeqConfig, relative_position_bucket
 
 pytestmark = pytest.mark.usefixtures("single_thread")

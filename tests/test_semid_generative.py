@@ -18,7 +18,7 @@ from bench.split import Sequences, Split
 from methods import METHODS
 from bench.batching import last_item_windows
 from methods.semid.generative import EOS, N_SPECIAL, PAD, GenerativeConfig, GenerativeMethod
-from methods.semid.ids import SemanticIDs
+from bench.semantic_ids import SemanticIDs
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -114,7 +114,7 @@ def test_generative_subclass_meets_the_method_contract(tiny_split: Split, run_cf
     assert 0 < counts["params_trainable"] <= counts["params_total"]
     assert method.semantic_ids.n_items == tiny_split.n_items and method.history_cap == 8
     info = method.ctx.info
-    assert info["tokenizer_seconds"] >= 0 and info["semantic_ids"]["sizes"] == [4, 4, 4]
+    assert method.ctx.efficiency["tokenizer_seconds"] >= 0 and info["semantic_ids"]["sizes"] == [4, 4, 4]
     gen = info["generation_stats"]
     assert gen["beam"] == 100 and gen["invalid_rate"] == 0 and gen["duplicate_rate"] == 0
     assert gen["empty_beam_rate"] == pytest.approx(1 - tiny_split.n_items / 100)  # 30 valid IDs for a beam of 100

@@ -1,7 +1,6 @@
 """Semantic-ID building blocks shared by every generative method (TIGER, LETTER, P5-CID,
 LC-Rec, BLOGER, UniVA), each written once in its own module:
 
-* ``ids``      -- :class:`SemanticIDs`, the item -> code-tuple table every block speaks;
 * ``text``     -- item text template and sentence embeddings, cached per (dataset, encoder, template);
 * ``rqvae``    -- the RQ-VAE tokenizer (k-means init, collision handling, external indices);
 * ``cid``      -- P5-CID's collaborative indexing (hierarchical spectral clustering of co-occurrence);
@@ -12,5 +11,6 @@ LC-Rec, BLOGER, UniVA), each written once in its own module:
 * ``generative`` -- :class:`GenerativeMethod`, the shared training/decoding loop (a subclass
   supplies only ``build_ids``).
 
-Codebook utilization is a harness metric and lives in :mod:`bench.codebook`.
+The item -> code-tuple table every block speaks, :class:`bench.semantic_ids.SemanticIDs`, lives
+in the harness, which measures its codebook utilization (:mod:`bench.codebook`) for every method.
 """

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from methods.semid.ids import SemanticIDs
+from bench.semantic_ids import SemanticIDs
 
 
 @dataclass

@@ -64,7 +64,7 @@ from sklearn.cluster import SpectralClustering
 
 from bench.errors import UserError
 from bench.split import Sequences
-from methods.semid.ids import SemanticIDs
+from bench.semantic_ids import SemanticIDs
 
 EIGEN_SOLVERS = ("arpack", "lobpcg")
 

@@ -1,7 +1,7 @@
 """The shared base of the generative (semantic-ID) recommenders: TIGER, LETTER, P5-CID, ...
 
 A subclass implements only :meth:`GenerativeMethod.build_ids` (its tokenizer); the base
-times it (``ctx.info["tokenizer_seconds"]``), trains the :class:`Seq2Seq` recommender on
+times it (``ctx.efficiency["tokenizer_seconds"]``), trains the :class:`Seq2Seq` recommender on
 the training sequences and recommends with the constrained beam search.
 
 Vocabulary: ``0`` pad, ``1`` decoder start, ``2`` end of the encoder input, then every code
@@ -41,7 +41,7 @@ from bench.errors import UserError
 from bench.method import EvalBatch, Method
 from bench.training import Selection
 from methods.semid.beam import PrefixTrie, beam_search
-from methods.semid.ids import SemanticIDs
+from bench.semantic_ids import SemanticIDs
 from methods.semid.seq2seq import Seq2Seq, Seq2SeqConfig
 
 PAD, BOS, EOS = 0, 1, 2
@@ -163,7 +163,7 @@ class GenerativeMethod(Method):
         t0 = time.perf_counter()
         ids = self.build_ids()
         self.ctx.synchronize()
-        self.ctx.info["tokenizer_seconds"] = time.perf_counter() - t0
+        self.ctx.efficiency["tokenizer_seconds"] = time.perf_counter() - t0
         if ids.n_items != self.data.n_items:
             raise ValueError(f"{self.name}.build_ids returned IDs for {ids.n_items} items, the data has {self.data.n_items}")
         self.semantic_ids = ids
@@ -250,6 +250,9 @@ class GenerativeMethod(Method):
             self._decoding_beam = cfg.beam
             self._gen = {k: 0 for k in self._gen}  # count generations of the final validation and test only
         self.ctx.info["train_loss_curve"] = losses
+
+    def artifacts(self) -> list:
+        return [self.semantic_ids] if self.semantic_ids is not None else []
 
     # ---- recommendation -------------------------------------------------------------------
     @torch.no_grad()

@@ -49,7 +49,7 @@ from torch import nn
 
 from bench.errors import UserError
 from bench.method import TrainData
-from methods.semid.ids import SemanticIDs
+from bench.semantic_ids import SemanticIDs
 
 COLLISIONS = ("count", "sinkhorn", "none")
 KMEANS_ON = ("all", "first_batch")

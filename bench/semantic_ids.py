@@ -1,4 +1,4 @@
-"""The semantic-ID table: every item's tuple of codes, one per level.
+"""The semantic-ID table: every item's tuple of codes, one per level (a type the harness measures).
 
 This is the contract between tokenizers (RQ-VAE, spectral clustering, an index given from
 outside) and the recommender/decoder: a tokenizer produces a :class:`SemanticIDs`, the
