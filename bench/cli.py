@@ -42,14 +42,31 @@ def _seeds(value: str) -> list[int]:
         raise UserError(f"--seeds {value!r}: expected comma-separated integers, e.g. 0,1,2") from None
 
 
+def _gpus(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    gpus = _split_names(value, "gpus")
+    if not all(re.fullmatch(r"\d+", g) for g in gpus):
+        raise UserError(f"--gpus {value!r}: expected comma-separated GPU indices, e.g. 0,1")
+    return gpus
+
+
+def _check_device(name: str) -> None:
+    """Validate --device here (its syntax, and that CUDA exists where it is asked for); the
+    process that trains resolves it, once (a worker may see another CUDA_VISIBLE_DEVICES)."""
+    from bench.runner import resolve_device
+
+    if name != "auto":
+        resolve_device(name)
+
+
 def cmd_run(args) -> int:
-    from bench.config import apply_overrides, load_config_file, merge_overrides, parse_set_options
-    from bench.data.registry import DatasetUnavailable, dataset_names, get_spec, load_dataset, locate, resolve_data_dir
+    from bench import grid
+    from bench.config import apply_overrides, load_config_file, merge_overrides, parse_set_options, resolve_config
+    from bench.data.registry import dataset_names, get_spec, locate, resolve_data_dir
     from bench.errors import did_you_mean
     from bench.metrics import METRIC_KEYS
-    from bench.results import is_complete, record_path
-    from bench.runner import RunConfig, resolve_device, run_one
-    from bench.split import leave_one_out
+    from bench.runner import RunConfig, check_results_dir
     from methods import METHODS
 
     # ---- validate everything before anything runs or is written ----------------------
@@ -58,28 +75,27 @@ def cmd_run(args) -> int:
         args.methods, args.datasets = QUICK_METHODS, QUICK_DATASETS
     args.methods = args.methods or QUICK_METHODS
     args.datasets = args.datasets or QUICK_DATASETS
-    method_names = _split_names(args.methods, "methods")
-    method_classes = [METHODS.get(name) for name in method_names]
+    method_names = list(dict.fromkeys(METHODS.canonical(n) for n in _split_names(args.methods, "methods")))
     seeds = _seeds(args.seeds)
-    device = resolve_device(args.device)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads {args.threads}: expected a positive integer")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _check_device(args.device)
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads {args.threads}: expected a positive integer")
+    if args.jobs < 1:
+        raise UserError(f"--jobs {args.jobs}: expected a positive integer")
+    gpus = _gpus(args.gpus)
     if args.select_metric not in METRIC_KEYS:
         raise UserError(f"--select-metric {args.select_metric!r}: expected one of {', '.join(METRIC_KEYS)}")
-    overrides = merge_overrides(
-        QUICK_PROFILE if quick else {},
-        load_config_file(args.config) if args.config else {},
-        parse_set_options(args.set or []),
-    )
+    file_config = load_config_file(args.config) if args.config else {}
+    slurm_section = file_config.pop("slurm", {})  # executor settings, not a method's options
+    overrides = merge_overrides(QUICK_PROFILE if quick else {}, file_config, parse_set_options(args.set or []))
+    overrides = {METHODS.canonical(k) if k in METHODS else k: v for k, v in overrides.items()}
     for section in overrides:  # every section, also of methods not run now: a typo is an error
         if section not in METHODS:
             raise did_you_mean(section, METHODS.names(), "method in --set/--config section")
         apply_overrides(METHODS.get(section).Config(), overrides[section], section)
     _tag(args.tag)
+    for name in method_names:  # the preset exists for every method asked for, and resolves with the overrides
+        resolve_config(METHODS.get(name), args.preset, overrides.get(name, {}))
     data_dir = resolve_data_dir(args.data_dir)
     if args.datasets == "all":
         dataset_list, optional = dataset_names(), True
@@ -87,69 +103,94 @@ def cmd_run(args) -> int:
         dataset_list, optional = _split_names(args.datasets, "datasets"), False
         for name in dataset_list:
             get_spec(name)
-    datasets = {}
+    datasets = []
     for name in dataset_list:
-        if optional and locate(name, data_dir) is None and args.no_download:
-            print(f"skip {name}: no local copy (give --data-dir) and downloads are off", file=sys.stderr)
+        if optional and locate(name, data_dir, args.cache_dir) is None and (args.no_download or not _downloadable(name)):
+            print(f"skip {name}: no local copy (give --data-dir)" + (" and downloads are off" if args.no_download else ""), file=sys.stderr)
             continue
-        try:
-            datasets[name] = load_dataset(name, data_dir=data_dir, cache_dir=args.cache_dir, download=not args.no_download)
-        except DatasetUnavailable as exc:
-            if not optional:
-                raise
-            print(f"skip {name}: {exc}", file=sys.stderr)
+        datasets.append(name)
     if not datasets:
-        raise UserError("no dataset could be loaded; give --data-dir DIR (or BENCH_DATA_DIR) holding the dataset folders")
-
-    cfg = RunConfig(
-        results_dir=Path(args.results_dir),
-        device=str(device),
+        raise UserError("no dataset can be had; give --data-dir DIR (or BENCH_DATA_DIR) holding the dataset folders")
+    results_dir = Path(args.results_dir)
+    if not args.dry_run:
+        check_results_dir(results_dir)
+    tty = sys.stderr.isatty() and args.jobs == 1 and not gpus and args.executor == "local"
+    settings = RunConfig(
+        results_dir=results_dir,
+        device=args.device,
         select_metric=args.select_metric,
         eval_batch_size=args.eval_batch_size,
         overwrite=args.overwrite,
         mask_history=args.mask_history,
+        preset=args.preset,
         tag=args.tag,
         data_dir=data_dir,
-        progress=sys.stderr.isatty() and not args.quiet,
-        log=not sys.stderr.isatty() and not args.quiet,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        download=not args.no_download,
+        threads=args.threads if args.threads is not None else grid.threads_per_job(len(gpus) if gpus else args.jobs),
+        progress=tty and not args.quiet,
+        log=not tty and not args.quiet,
         overrides=overrides,
     )
-    # ---- run -------------------------------------------------------------------------
+    specs = grid.build_specs(datasets, method_names, seeds, settings)
+
+    # ---- plan --------------------------------------------------------------------------
     if quick:
         print(f"quick suite: {QUICK_METHODS} on {QUICK_DATASETS}, seed(s) {args.seeds}, epochs capped {QUICK_PROFILE}")
-    done = skipped = 0
-    for name, dataset in datasets.items():
-        split = leave_one_out(dataset)
-        for cls in method_classes:
-            for seed in seeds:
-                path = record_path(cfg.results_dir, name, cls.name, seed, cfg.variant)
-                if is_complete(path) and not cfg.overwrite:
-                    skipped += 1
-                    print(f"[{name} {cls.name} seed {seed}] exists, skipped ({path}; --overwrite to redo)")
-                    continue
-                path = run_one(cls, split, seed, cfg)
-                done += 1
-                _print_result(path)
-    print(f"{done} run(s) written, {skipped} skipped, under {cfg.results_dir}/")
+    status = {name: grid.dataset_status(name, settings) for name in datasets}
+    text, pending = grid.plan_text(specs, status)
+    print(text, flush=True)
+    if args.dry_run:
+        return 0
+    # ---- prepare once, then fan out ----------------------------------------------------
+    if pending:
+        pending = grid.prepare(pending, optional=optional)
+    report = grid.print_outcome
+    if args.executor == "local":
+        outcomes = grid.run_local(pending, jobs=args.jobs, gpus=gpus, report=report)
+    elif args.executor == "slurm":
+        options = _slurm_options(args, slurm_section)
+        outcomes = grid.run_submitit(pending, options, cluster=args.slurm_cluster, wait=not args.no_wait)
+        for out in outcomes:
+            report(out)
+        if args.no_wait:
+            print(f"records will land under {settings.results_dir}/; re-run the same command to see what is left")
+            return 0
+    else:
+        outcomes = grid.run_ray(pending, address=args.ray_address, gpus_per_task=args.ray_gpus,
+                                cpus_per_task=settings.threads or 1)  # fmt: skip
+        for out in outcomes:
+            report(out)
+    counts = {k: sum(o.status == k for o in outcomes) for k in ("done", "skipped", "busy", "failed")}
+    print(f"{counts['done']} run(s) written, {len(specs) - len(pending) + counts['skipped']} skipped"
+          + (f", {counts['busy']} left to another worker" if counts["busy"] else "")
+          + (f", {counts['failed']} FAILED" if counts["failed"] else "") + f", under {settings.results_dir}/")  # fmt: skip
     if args.leaderboard:
         from bench.leaderboard import write_leaderboard
 
-        write_leaderboard(cfg.results_dir, Path(args.leaderboard))
+        write_leaderboard(settings.results_dir, Path(args.leaderboard))
         print(f"leaderboard regenerated: {args.leaderboard}")
-    return 0
+    return 1 if counts["failed"] else 0
 
 
-def _print_result(path: Path) -> None:
-    import json
+def _downloadable(name: str) -> bool:
+    from bench.data.registry import get_spec
 
-    rec = json.loads(path.read_text())
-    m, e = rec["metrics"], rec["efficiency"]
-    print(
-        f"[{rec['dataset']} {rec['method']} seed {rec['seed']}] "
-        + "  ".join(f"{k} " + ("missing" if m[k] is None else f"{m[k]:.4f}") for k in ("recall@10", "ndcg@10", "hit@100"))
-        + "  "
-        f"fit {e['fit_seconds']:.1f}s  test {e['test_seconds']:.2f}s  ({e['device']})"
-    )
+    return bool(get_spec(name).remote)
+
+
+def _slurm_options(args, section: dict):
+    from bench.grid import SlurmOptions
+
+    unknown = set(section) - SlurmOptions.fields()
+    if unknown:
+        raise UserError(f"--config [slurm]: unknown option(s) {', '.join(sorted(unknown))}; expected {', '.join(sorted(SlurmOptions.fields()))}")
+    options = SlurmOptions(**section)
+    for name in ("partition", "time_min", "gpus", "cpus", "mem_gb", "max_parallel"):
+        value = getattr(args, f"slurm_{name}")
+        if value is not None:
+            setattr(options, name, value)
+    return options
 
 
 def cmd_list(args) -> int:
@@ -159,11 +200,15 @@ def cmd_list(args) -> int:
     from methods import METHODS
 
     rows = []
+    aliases: dict[str, list[str]] = {}
+    for alias, target in METHODS.aliases().items():
+        aliases.setdefault(target, []).append(alias)
     for name in METHODS.names():
         cls = METHODS.get(name)
         doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
-        rows.append([name, cls.output, cls.description or (doc[0] if doc else "")])
-    print(tabulate(rows, headers=["method", "output", "description"], tablefmt="simple"))
+        rows.append([name, ", ".join(aliases.get(name, [])), cls.output, ", ".join(sorted(cls.presets)) or "-",
+                     cls.description or (doc[0] if doc else "")])  # fmt: skip
+    print(tabulate(rows, headers=["method", "alias", "output", "presets", "description"], tablefmt="simple"))
     print()
     data_dir = resolve_data_dir(args.data_dir)
     rows = []
@@ -215,8 +260,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--datasets", default=None, help="comma-separated dataset names, or 'all' (default: ml-100k)")
     r.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
     r.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    r.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice; use 1 per process when running several)")
-    r.add_argument("--results-dir", default="results")
+    r.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads per run (default: all cores for one job, cores / jobs with --jobs)")
+    r.add_argument("--results-dir", default="runs",
+                   help="where records go (default: runs/, git-ignored, for your own runs; the curated records behind "
+                        "leaderboard.md are written with --results-dir results)")
+    r.add_argument("--preset", default="", help="apply each method's declared preset (e.g. cpu; see `bench list`); "
+                                                "records kept apart under <dataset>@<preset>")
+    r.add_argument("--dry-run", action="store_true", help="print the plan (runs, skips, datasets, estimates) and exit")
+    r.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (default: 1)")
+    r.add_argument("--gpus", default=None, help="comma-separated GPU indices; each job gets one through CUDA_VISIBLE_DEVICES")
+    r.add_argument("--executor", choices=("local", "slurm", "ray"), default="local",
+                   help="where runs execute: here (default), a SLURM job array through submitit, or a Ray cluster")
+    r.add_argument("--slurm-partition", dest="slurm_partition", default=None)
+    r.add_argument("--slurm-time", dest="slurm_time_min", type=int, default=None, help="time limit per job, minutes")
+    r.add_argument("--slurm-gpus", dest="slurm_gpus", type=int, default=None, help="GPUs per job")
+    r.add_argument("--slurm-cpus", dest="slurm_cpus", type=int, default=None, help="CPUs per job (and torch threads)")
+    r.add_argument("--slurm-mem-gb", dest="slurm_mem_gb", type=int, default=None)
+    r.add_argument("--slurm-max-parallel", dest="slurm_max_parallel", type=int, default=None, help="array tasks running at once")
+    r.add_argument("--slurm-cluster", default="slurm", help=argparse.SUPPRESS)  # "local": submitit's LocalExecutor (tests)
+    r.add_argument("--no-wait", action="store_true", help="with --executor slurm: return after submitting")
+    r.add_argument("--ray-address", default="", help="with --executor ray: the cluster address (default: start a local one)")
+    r.add_argument("--ray-gpus", type=float, default=0, help="with --executor ray: GPUs per task")
     r.add_argument("--data-dir", default=None, help="folder holding <dataset>/ source files (default: $BENCH_DATA_DIR)")
     r.add_argument("--cache-dir", default=None, help="canonical-data and download cache (default: $BENCH_CACHE_DIR or ./datasets/cache)")
     r.add_argument("--no-download", action="store_true", help="never download; use local copies only")

@@ -59,6 +59,12 @@ class Evaluator:
         rows = torch.repeat_interleave(torch.arange(stop - start, device=counts.device), counts)
         return rows, self.hist_items[lo:hi]
 
+    @property
+    def masking_keeps_depth(self) -> bool:
+        """Whether removing history items keeps the full ranking depth: true for full-catalog
+        scores, false for ranked lists (masked entries would shorten them)."""
+        return self.method.output == "scores"
+
     @torch.no_grad()
     def run(self, mask_history: bool | None = None) -> EvalOutput:
         """Ranks of every target; ``mask_history`` overrides the evaluator's own setting for this run."""

@@ -31,6 +31,8 @@ class TrainData:
     dataset: str
     item_ids: np.ndarray | None = None  # original item id strings (ASIN, ...), index = item; for mapping external indices, never a feature
     data_dir: Path | None = None  # the local data directory (--data-dir / $BENCH_DATA_DIR), None when there is none
+    cache_dir: Path | None = None  # the cache directory (--cache-dir / $BENCH_CACHE_DIR), None = the default
+    source_dir: Path | None = None  # the dataset's own local folder (files given beside the data), None when not local
 
 
 @dataclass
@@ -95,6 +97,13 @@ class Method(abc.ABC):
     def history_cap(self) -> int | None:
         """How many of the most recent history items the method reads (``None`` = all)."""
         return getattr(self.config, "max_len", None)
+
+    @classmethod
+    def prepare_dataset(cls, data: TrainData, config: Any, device: torch.device) -> dict[str, Any] | None:
+        """Work that depends only on the dataset and the config, done once per dataset before
+        runs fan out, and cached on disk so that no two workers ever make it (e.g. item text
+        embeddings).  Returns facts for the run plan, or None when there is nothing to do."""
+        return None
 
     @abc.abstractmethod
     def fit(self) -> None:

@@ -10,6 +10,12 @@ so that they are never mixed with, or averaged into, the default protocol's numb
 
 A record exists only once both files were completely written, so an interrupted run
 leaves nothing behind and a re-run resumes by skipping the records that exist.
+
+The results directory may be shared by many processes on many hosts (NFS included):
+temporary files carry host, pid and a random part; one run id is written into both the
+JSON and its ranks file and checked when read, so files of two different runs never pair
+up; and :class:`Claim` (an exclusive-create ``seed<k>.claim`` file, refreshed while the run
+lives) keeps two invocations of the same grid from training the same run twice.
 """
 
 from __future__ import annotations
@@ -17,6 +23,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
+import socket
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +54,18 @@ def codebook_plot_path(record: Path) -> Path:
     return record.with_name(record.name.replace(".json", ".codebook.png"))
 
 
+def temp_name(path: Path) -> Path:
+    """A temporary sibling of ``path`` that no other process or host can pick: host, pid, random."""
+    return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def new_run_id() -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
 def _atomic(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_name(path)
     try:
         with open(tmp, "wb") as f:
             write(f)
@@ -71,28 +90,130 @@ def _clean(value):
     return value
 
 
-def write_record(path: Path, record: dict, ranks: np.ndarray, fingerprint: str) -> None:
-    """Write the per-user ranks, then the record; each atomically.
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a uniquely named temporary file and a rename."""
+    _atomic(path, lambda f: f.write(data))
+
+
+def write_record(path: Path, record: dict, ranks: np.ndarray, fingerprint: str, run_id: str | None = None) -> None:
+    """Write the per-user ranks, then the record; each atomically, both stamped with ``run_id``.
 
     An existing record is removed first: were it kept, a failure between the two writes
-    would pair the old JSON with the new ranks and still look complete.
+    would pair the old JSON with the new ranks and still look complete (and the run ids,
+    checked on reading, would not match).
     """
+    run_id = run_id or new_run_id()
     rp = ranks_path(path)
     path.unlink(missing_ok=True)
-    _atomic(rp, lambda f: np.savez_compressed(f, ranks=np.asarray(ranks, dtype=np.uint8), fingerprint=np.array(fingerprint)))
-    record = dict(record, per_user=rp.name, schema=SCHEMA_VERSION)
+    _atomic(rp, lambda f: np.savez_compressed(f, ranks=np.asarray(ranks, dtype=np.uint8), fingerprint=np.array(fingerprint),
+                                               run_id=np.array(run_id)))
+    record = dict(record, run_id=run_id, per_user=rp.name, schema=SCHEMA_VERSION)
     text = json.dumps(_clean(record), indent=1, sort_keys=False) + "\n"
     _atomic(path, lambda f: f.write(text.encode()))
 
 
+def ranks_run_id(ranks_file: Path) -> str | None:
+    """The run id stored in a ranks file (``None`` for files written before run ids existed)."""
+    with np.load(ranks_file) as z:
+        return str(z["run_id"]) if "run_id" in z.files else None
+
+
 def is_complete(path: Path) -> bool:
+    """Both files exist, the JSON parses, and both carry the same run id."""
     if not path.is_file() or not ranks_path(path).is_file():
         return False
     try:
-        json.loads(path.read_text())
-    except ValueError:
+        data = json.loads(path.read_text())
+        return data.get("run_id") == ranks_run_id(ranks_path(path))
+    except (ValueError, OSError, KeyError, EOFError):
         return False
-    return True
+
+
+def claim_path(record: Path) -> Path:
+    return record.with_name(record.name.replace(".json", ".claim"))
+
+
+class Claim:
+    """An exclusive claim on one run, held in ``seed<k>.claim`` beside its record.
+
+    Created with O_CREAT|O_EXCL (atomic on local disks and on NFSv3+), so of several
+    processes or hosts only one gets it.  While held, a daemon thread refreshes its mtime
+    every ``stale_after / 4`` seconds.  A claim is stale, and may be taken over, when its
+    mtime is older than ``stale_after`` seconds, or when it names a process of this host
+    that no longer exists (e.g. a worker killed with ``kill -9``).  Taking over renames the
+    stale file away first (only one process's rename succeeds).
+    """
+
+    def __init__(self, path: Path, stale_after: float = 600.0):
+        self.path = Path(path)  # the claim file: claim_path(record) for a run
+        self.stale_after = stale_after
+        self.held = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def owner(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def stale(self) -> bool:
+        try:
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        if age > self.stale_after:
+            return True
+        owner = self.owner()
+        if owner and owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
+            try:
+                os.kill(owner["pid"], 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False
+        return False
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self.stale():
+                    return False
+                try:  # take over: move the stale claim away; of several, one rename wins
+                    os.rename(self.path, temp_name(self.path))
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}, f)
+            self.held = True
+            self._thread = threading.Thread(target=self._refresh, daemon=True)
+            self._thread.start()
+            return True
+        return False
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(self.stale_after / 4):
+            try:
+                os.utime(self.path)
+            except OSError:
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+        return False
 
 
 @dataclass
@@ -109,7 +230,12 @@ class Record:
         return self.table, self.data["method"], int(self.data["seed"])
 
     def ranks(self) -> np.ndarray:
+        """The per-user ranks; an error when the ranks file belongs to another run than the JSON."""
         with np.load(ranks_path(self.path)) as z:
+            stored = str(z["run_id"]) if "run_id" in z.files else None
+            if stored != self.data.get("run_id"):
+                raise UserError(f"{ranks_path(self.path)}: written by run {stored}, but {self.path.name} is run "
+                                f"{self.data.get('run_id')}; re-run this record (--overwrite)")
             return z["ranks"].astype(np.int64)
 
 

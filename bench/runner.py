@@ -1,10 +1,23 @@
-"""The run loop: (dataset, method, seed) -> trained method -> test ranks -> result record."""
+"""One run: (dataset, method, seed) -> trained method -> test ranks -> result record.
+
+A run is plain data, a picklable :class:`RunSpec`; :func:`run_one` resolves every name in
+it (dataset, method, preset, device), skips a run whose record is complete, claims the run
+so that no other process trains it at the same time, and calls :func:`execute`.  The CLI's
+loop, local worker processes and cluster workers (SLURM through submitit, Ray) all call
+:func:`run_one`; :mod:`bench.grid` plans and fans out.
+
+The record is built from declared sections: the harness writes its own (metrics,
+protocol, efficiency, provenance, ...), the method adds its own through
+:meth:`bench.method.Method.report`, and artifacts the harness measures the same way for
+every method are recognised by type (:class:`bench.semantic_ids.SemanticIDs` -> codebook).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,13 +27,13 @@ import numpy as np
 import torch
 
 from bench import codebook, provenance
-from bench.config import apply_overrides, to_dict
+from bench.config import resolve_config, to_dict
 from bench.errors import UserError
 from bench.evaluate import Evaluator
 from bench.method import Context, Method, TrainData, seed_sequence
 from bench.metrics import MAX_RANK, METRIC_KEYS, summarize, tiebreak_order
+from bench.results import Claim, claim_path, codebook_plot_path, is_complete, new_run_id, record_path, temp_name, write_record
 from bench.semantic_ids import SemanticIDs
-from bench.results import codebook_plot_path, is_complete, record_path, write_record
 from bench.split import Split
 
 PROTOCOL = {
@@ -29,25 +42,64 @@ PROTOCOL = {
     "tie_break": "seeded random order",
     "max_rank": MAX_RANK,
 }
+# Sections the harness writes; a method's report() may not reuse these names.
+HARNESS_SECTIONS = ("dataset", "method", "seed", "run_id", "metrics", "valid_metrics", "test_metrics_history_masked", "protocol",
+                    "efficiency", "config", "dataset_info", "provenance", "generation", "codebook", "codebook_plot",
+                    "per_user", "schema")  # fmt: skip
 
 
 @dataclass
 class RunConfig:
+    """The harness's settings for a run (the same for every method of a grid)."""
+
     results_dir: Path = Path("results")
     device: str = "auto"
     select_metric: str = "ndcg@10"
     eval_batch_size: int = 1024
     mask_history: bool = False  # protocol variant: never rank a user's history items (all methods alike)
-    tag: str = ""  # a labeled non-default setting (e.g. "cpu-small"): its records live in their own table
+    preset: str = ""  # a method-declared preset (e.g. "cpu"): its records live in their own table
+    tag: str = ""  # a labeled non-default setting: its records live in their own table
     overwrite: bool = False
     progress: bool = True  # progress bars (a terminal)
     log: bool = False  # one plain line per validation on stderr instead (batch jobs, nohup, CI logs)
-    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    data_dir: Path | None = None  # the local data directory, for methods that read files given beside the data
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # method name -> option -> value
+    data_dir: Path | None = None  # the local data directory, resolved once by the caller
+    cache_dir: Path | None = None  # canonical data, downloads and text embeddings (None = the default)
+    download: bool = True
+    threads: int | None = None  # torch CPU threads in the process that trains (None = torch's default: all cores)
+    claim_stale_after: float = 600.0  # seconds without a heartbeat after which another worker may take a run over
 
     @property
     def variant(self) -> str:
-        return "+".join(v for v in ("mask-history" if self.mask_history else "", self.tag) if v)
+        return "+".join(v for v in ("mask-history" if self.mask_history else "", self.preset, self.tag) if v)
+
+
+@dataclass
+class RunSpec:
+    """One (dataset, method, seed) run with the grid's settings: plain, picklable data."""
+
+    dataset: str
+    method: str  # a registered method name
+    seed: int
+    settings: RunConfig = field(default_factory=RunConfig)
+
+    @property
+    def path(self) -> Path:
+        return record_path(self.settings.results_dir, self.dataset, self.method, self.seed, self.settings.variant)
+
+    @property
+    def label(self) -> str:
+        variant = f"@{self.settings.variant}" if self.settings.variant else ""
+        return f"[{self.dataset}{variant} {self.method} seed {self.seed}]"
+
+
+@dataclass
+class RunOutcome:
+    spec: RunSpec
+    status: str  # "done", "skipped" (record exists), "busy" (claimed by another live worker), "failed"
+    path: Path
+    seconds: float = 0.0
+    message: str = ""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -103,10 +155,17 @@ class PeakMemory:
         return False
 
 
-def build_method(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig, device: torch.device) -> tuple[Method, dict]:
-    """Instantiate a method with its config (defaults + overrides) and a context whose
+def train_data(split: Split, cfg: RunConfig, source_dir: Path | None = None) -> TrainData:
+    d = split.dataset
+    return TrainData(split.train, split.n_users, split.n_items, d.item_text, d.item_value, d.name, d.item_ids, cfg.data_dir,
+                     cfg.cache_dir, source_dir)  # fmt: skip
+
+
+def build_method(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig, device: torch.device,
+                 source_dir: Path | None = None) -> tuple[Method, dict]:  # fmt: skip
+    """Instantiate a method with its config (defaults, preset, overrides) and a context whose
     ``validate`` runs the harness's evaluator on the validation split."""
-    config = apply_overrides(method_cls.Config(), cfg.overrides.get(method_cls.name, {}), method_cls.name)
+    config = resolve_config(method_cls, cfg.preset, cfg.overrides.get(method_cls.name, {}))
     tiebreak = tiebreak_order(split.n_items, derive_seed(seed, split.dataset.name, "tiebreak"))
     holder: dict = {}
 
@@ -117,25 +176,25 @@ def build_method(method_cls: type[Method], split: Split, seed: int, cfg: RunConf
     ctx = Context(device=device, seed=derive_seed(seed, split.dataset.name, method_cls.name), validate=validate,
                   select_metric=cfg.select_metric, progress=cfg.progress,
                   log=cfg.log and not cfg.progress)
-    data = TrainData(split.train, split.n_users, split.n_items, split.dataset.item_text, split.dataset.item_value, split.dataset.name,
-                     split.dataset.item_ids, cfg.data_dir)
     seed_everything(ctx.seed)
-    method = method_cls(config, data, ctx)
+    method = method_cls(config, train_data(split, cfg, source_dir), ctx)
     holder["valid"] = Evaluator(split.valid, method, tiebreak, cfg.eval_batch_size, cfg.progress, "valid", cfg.mask_history)
     return method, {"tiebreak": tiebreak, "config": config}
 
 
-def run_one(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig) -> Path:
-    """Train, select on validation, evaluate on test once, write the record. Returns its path."""
+def execute(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig, device: torch.device | None = None,
+            source_dir: Path | None = None, run_id: str | None = None) -> Path:  # fmt: skip
+    """Train, select on validation, evaluate on test once, write the record; returns its path.
+
+    Always runs (the skip and claim logic is :func:`run_one`'s)."""
     path = record_path(cfg.results_dir, split.dataset.name, method_cls.name, seed, cfg.variant)
-    if is_complete(path) and not cfg.overwrite:
-        return path
     if cfg.select_metric not in METRIC_KEYS:
         raise UserError(f"--select-metric {cfg.select_metric!r}: expected one of {', '.join(METRIC_KEYS)}")
-    device = resolve_device(cfg.device)
+    device = device if device is not None else resolve_device(cfg.device)
+    run_id = run_id or new_run_id()
     started = dt.datetime.now(dt.timezone.utc)
     with PeakMemory(device) as mem:
-        method, parts = build_method(method_cls, split, seed, cfg, device)
+        method, parts = build_method(method_cls, split, seed, cfg, device, source_dir)
         ctx = method.ctx
         ctx.synchronize()
         t0 = time.perf_counter()
@@ -148,10 +207,11 @@ def run_one(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig) -
         memory = mem.read()
     metrics = summarize(test.ranks, test.list_depth, split.n_items)
     masked_metrics = None
-    if not cfg.mask_history and method.output == "scores":
+    if not cfg.mask_history and test_eval.masking_keeps_depth:
         # Supplementary, after the timed test pass: the same checkpoint with history items removed
         # from the ranking, for comparison with papers that evaluate that way (S3-Rec's code, RecBole's
-        # general models). Selection never sees it; the headline metrics stay unmasked.
+        # general models). Selection never sees it; the headline metrics stay unmasked. Only where
+        # masking keeps the ranking's depth (full-catalog scores): masking a ranked list shortens it.
         masked = test_eval.run(mask_history=True)
         masked_metrics = summarize(masked.ranks, None, split.n_items)
     efficiency = {
@@ -163,11 +223,12 @@ def run_one(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig) -
         "test_users_per_second": test.users / test.seconds if test.seconds > 0 else None,
         "latency_ms_per_user": 1000 * test.seconds / max(1, test.users),
         "eval_batch_size": cfg.eval_batch_size,
+        "threads": torch.get_num_threads(),
         **memory,
     }
     hw = provenance.hardware(device)
     efficiency["device"] = hw["device_name"]
-    record = {
+    record: dict[str, Any] = {
         "dataset": split.dataset.name,
         "method": method_cls.name,
         "seed": seed,
@@ -179,6 +240,7 @@ def run_one(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig) -
             "history_cap": method.history_cap,
             "history_masking": cfg.mask_history,
             "variant": cfg.variant,
+            "preset": cfg.preset,
             "tag": cfg.tag,
             "select_metric": cfg.select_metric,
             "users_evaluated": test.users,
@@ -197,23 +259,95 @@ def run_one(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig) -
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         },
     }
+    if test.list_depth is not None:  # ranked lists: how deep they went and what was dropped
+        record["generation"] = {
+            "short_list_users": test.short_lists,
+            "list_depth": test.list_depth,
+            "duplicate_rate": test.duplicates / max(1, test.list_entries),
+        }
     for section, content in method.report().items():
-        if section in record:
+        if section in HARNESS_SECTIONS:
             raise ValueError(f"{method_cls.name}.report(): section {section!r} is the harness's own")
         record[section] = content
     ids = next((a for a in method.artifacts() if isinstance(a, SemanticIDs)), None)
     if ids is not None:  # codebook utilization, measured the same way for every method with semantic IDs
         record["codebook"] = codebook.utilization(ids)
         png = codebook_plot_path(path)
-        tmp = png.with_name(f".{png.name}.{os.getpid()}.tmp.png")
-        codebook.plot_first_level(record["codebook"], tmp)
-        os.replace(tmp, png)
+        tmp = temp_name(png).with_suffix(".png")
+        try:
+            codebook.plot_first_level(record["codebook"], tmp)
+            os.replace(tmp, png)
+        finally:
+            tmp.unlink(missing_ok=True)
         record["codebook_plot"] = png.name
-    if method.output == "lists":
-        record["generation"] = {
-            "short_list_users": test.short_lists,
-            "list_depth": test.list_depth,
-            "duplicate_rate": test.duplicates / max(1, test.list_entries),
-        }
-    write_record(path, record, test.ranks, split.dataset.fingerprint)
+    write_record(path, record, test.ranks, split.dataset.fingerprint, run_id)
     return path
+
+
+def check_results_dir(results_dir: Path) -> None:
+    """Fail before any training when the results directory cannot be created or written
+    (nothing is created here: an existing directory gets a probe file, a missing one needs a
+    writable directory as its nearest existing ancestor)."""
+    results_dir = Path(results_dir)
+
+    def fail(reason: str):
+        return UserError(f"--results-dir {results_dir}: cannot be created or written ({reason})")
+
+    if results_dir.exists():
+        if not results_dir.is_dir():
+            raise fail("it is not a directory")
+        probe = temp_name(results_dir / ".write-check")
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise fail(exc.strerror or str(exc)) from None
+        return
+    parent = results_dir.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise fail(f"{parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise fail(f"{parent} is not writable")
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise UserError(f"--threads {threads}: expected a positive integer")
+        torch.set_num_threads(threads)
+
+
+def run_one(spec: RunSpec) -> RunOutcome:
+    """Run ``spec`` unless its record is complete (or another live worker holds it).
+
+    Every name is resolved here, in the process that trains: the method (and its preset),
+    the dataset (from the canonical cache that :func:`bench.grid.prepare` filled), the device.
+    """
+    from bench.data.registry import load_dataset, locate
+    from bench.split import leave_one_out
+    from methods import METHODS
+
+    cfg, path = spec.settings, spec.path
+    if is_complete(path) and not cfg.overwrite:
+        return RunOutcome(spec, "skipped", path)
+    claim = Claim(claim_path(path), cfg.claim_stale_after)
+    if not claim.acquire():
+        return RunOutcome(spec, "busy", path, message=f"claimed by {claim.owner()}")
+    t0 = time.perf_counter()
+    try:
+        if is_complete(path) and not cfg.overwrite:  # finished by another worker between our check and our claim
+            return RunOutcome(spec, "skipped", path)
+        set_threads(cfg.threads)
+        cls = METHODS.get(spec.method)
+        device = resolve_device(cfg.device)
+        dataset = load_dataset(spec.dataset, data_dir=cfg.data_dir, cache_dir=cfg.cache_dir, download=cfg.download)
+        where = locate(spec.dataset, cfg.data_dir, cfg.cache_dir)
+        source_dir = Path(where[1]) if where is not None and where[0] == "local" else None
+        if cfg.log or cfg.progress:
+            print(f"{spec.label} training on {device} ({torch.get_num_threads()} thread(s))", file=sys.stderr, flush=True)
+        execute(cls, leave_one_out(dataset), spec.seed, cfg, device, source_dir)
+    finally:
+        claim.release()
+    return RunOutcome(spec, "done", path, time.perf_counter() - t0)

@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from bench.data.registry import get_spec, resolve_data_dir
 from bench.errors import UserError
 from methods.semid.generative import GenerativeConfig, GenerativeMethod
 from bench.semantic_ids import SemanticIDs
@@ -67,6 +66,12 @@ class TIGER(GenerativeMethod):
     description = "TIGER: RQ-VAE semantic IDs (3x256 + counting token) and a T5 recommender with constrained beam search"
     Config = TIGERConfig
 
+    @classmethod
+    def prepare_dataset(cls, data, config, device):
+        """The item text embeddings, computed once per dataset before runs fan out (cached on disk)."""
+        _, info = item_embeddings(data, config.text_config(), device)
+        return {"text_embeddings": "cached" if info["cache_hit"] else f"computed in {info['seconds']:.0f}s"}
+
     def embeddings(self):
         emb, info = item_embeddings(self.data, self.config.text_config(), self.device)
         self.ctx.info["text_embeddings"] = info
@@ -94,11 +99,10 @@ class TIGERLetterIndex(GenerativeMethod):
     def index_path(self) -> Path:
         if self.config.index:
             return Path(self.config.index)
-        data_dir = resolve_data_dir(self.data.data_dir)
-        folder = data_dir / get_spec(self.data.dataset).folder if data_dir is not None else None
+        folder = self.data.source_dir  # the dataset's local folder, as the harness found it
         found = sorted(folder.glob("*.letter_index.json")) if folder is not None and folder.is_dir() else []
         if len(found) != 1:
-            where = f"{folder}/*.letter_index.json" if folder is not None else "a data directory (--data-dir or $BENCH_DATA_DIR)"
+            where = f"{folder}/*.letter_index.json" if folder is not None else "the dataset's folder in a data directory (--data-dir or $BENCH_DATA_DIR)"
             raise UserError(f"{self.name}: no single LETTER index for dataset {self.data.dataset!r} in {where}; "
                             f"pass --set {self.name}.index=PATH")  # fmt: skip
         return found[0]

@@ -160,12 +160,12 @@ def test_malformed_local_file_names_the_file(capsys, dirs, damage: str) -> None:
 
 
 def test_interrupt_exits_130(capsys, dirs, registered_tiny, monkeypatch) -> None:
-    import bench.runner
+    import bench.grid
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bench.runner, "run_one", interrupted)
+    monkeypatch.setattr(bench.grid, "run_one", interrupted)
     d = dict(dirs, data=registered_tiny["data"])
     rc, _, err = cli(capsys, *run_args(d, "--methods", "pop", "--datasets", "tinyds"))
     assert rc == 130 and "interrupted" in err
@@ -199,7 +199,7 @@ def test_run_with_config_file_and_set_override(capsys, dirs, registered_tiny) ->
     assert sorted(main_table) == ["pop", "sasrec"] and main_table["sasrec"]["n"] == "2"  # one row over both seeds
 
     rc, out, _ = cli(capsys, *run_args(d, "--methods", "pop", "--datasets", "tinyds", "--seeds", "0,1"))
-    assert rc == 0 and "0 run(s) written, 2 skipped" in out and "exists, skipped" in out
+    assert rc == 0 and "0 run(s) written, 2 skipped" in out and "2 exist and will be skipped" in out
 
 
 def test_tagged_runs_are_kept_apart(capsys, dirs, registered_tiny) -> None:

@@ -11,7 +11,7 @@ import torch
 
 from bench.errors import UserError
 from bench.method import EvalBatch
-from bench.runner import RunConfig, build_method, run_one
+from bench.runner import RunConfig, build_method, execute
 from bench.split import Split
 from methods import METHODS
 from methods.lightgcn import normalized_adjacency
@@ -120,7 +120,7 @@ def _recall(name: str, split: Split, tmp_path, overrides: dict) -> float:
     crowd out the targets, as on Amazon data."""
     cfg = RunConfig(results_dir=tmp_path / name, device="cpu", progress=False, eval_batch_size=16, mask_history=True,
                     overrides={name: overrides})
-    rec = json.loads(run_one(METHODS.get(name), split, 0, cfg).read_text())
+    rec = json.loads(execute(METHODS.get(name), split, 0, cfg).read_text())
     return rec["metrics"]["recall@10"] + rec["valid_metrics"]["recall@10"]
 
 

@@ -18,7 +18,7 @@ from bench.evaluate import Evaluator
 from bench.method import Context, EvalBatch, Method
 from bench.metrics import METRIC_KEYS, summarize, tiebreak_order
 from bench.results import Record, is_complete, load_records, ranks_path, record_path
-from bench.runner import build_method, derive_seed, run_one
+from bench.runner import build_method, derive_seed, execute
 from bench.split import Split
 from bench.training import Selection
 from methods import METHODS
@@ -37,7 +37,7 @@ def files_under(folder: Path) -> list[str]:
 def test_run_one_writes_a_complete_record(name: str, tiny_split: Split, run_cfg, tmp_path: Path) -> None:
     cls = METHODS.get(name)
     tiny = run_cfg().overrides[name]
-    path = run_one(cls, tiny_split, 3, run_cfg())
+    path = execute(cls, tiny_split, 3, run_cfg())
     assert path == record_path(tmp_path / "results", "tiny", name, 3) and is_complete(path)
     rec = json.loads(path.read_text())
     assert (rec["dataset"], rec["method"], rec["seed"]) == ("tiny", name, 3)
@@ -78,7 +78,7 @@ def test_run_one_writes_a_complete_record(name: str, tiny_split: Split, run_cfg,
 def test_pop_ranks_match_a_brute_force_ranking(tiny_split: Split, run_cfg) -> None:
     """End to end: the recorded rank of each test target is its position when the catalog is
     sorted by training count, ties broken by the run's seeded order."""
-    path = run_one(METHODS.get("pop"), tiny_split, 5, run_cfg())
+    path = execute(METHODS.get("pop"), tiny_split, 5, run_cfg())
     counts = np.bincount(tiny_split.train.items, minlength=tiny_split.n_items)
     tb = tiebreak_order(tiny_split.n_items, derive_seed(5, "tiny", "tiebreak")).numpy()
     order = sorted(range(tiny_split.n_items), key=lambda i: (-counts[i], tb[i]))
@@ -88,7 +88,7 @@ def test_pop_ranks_match_a_brute_force_ranking(tiny_split: Split, run_cfg) -> No
 
 # ---- determinism -------------------------------------------------------------------------
 def _run(name: str, split: Split, seed: int, cfg) -> tuple[dict, np.ndarray]:
-    path = run_one(METHODS.get(name), split, seed, cfg)
+    path = execute(METHODS.get(name), split, seed, cfg)
     rec = json.loads(path.read_text())
     return rec["metrics"], Record(path, rec).ranks()
 
@@ -108,9 +108,16 @@ def test_sasrec_is_deterministic_on_cpu(tiny_split: Split, run_cfg, tmp_path: Pa
 
 
 # ---- resume and interruption -------------------------------------------------------------
-def test_complete_record_is_skipped_unless_overwrite(tiny_split: Split, run_cfg, monkeypatch) -> None:
+def test_complete_record_is_skipped_unless_overwrite(registered_tiny, monkeypatch) -> None:
+    from bench.runner import RunConfig, RunSpec, run_one
+
     cls = METHODS.get("pop")
-    path = run_one(cls, tiny_split, 0, run_cfg())
+    settings = RunConfig(results_dir=registered_tiny["results"], device="cpu", progress=False, data_dir=registered_tiny["data"],
+                         cache_dir=registered_tiny["cache"], download=False)  # fmt: skip
+    spec = RunSpec("tinyds", "pop", 0, settings)
+    first = run_one(spec)
+    path = first.path
+    assert first.status == "done" and is_complete(path)
     old = 1_000_000_000
     os.utime(path, (old, old))
     os.utime(ranks_path(path), (old, old))
@@ -120,10 +127,11 @@ def test_complete_record_is_skipped_unless_overwrite(tiny_split: Split, run_cfg,
 
     with monkeypatch.context() as m:
         m.setattr(cls, "fit", boom)
-        assert run_one(cls, tiny_split, 0, run_cfg()) == path
+        again = run_one(spec)
+        assert again.status == "skipped" and again.path == path
     assert path.stat().st_mtime == old and ranks_path(path).stat().st_mtime == old
 
-    run_one(cls, tiny_split, 0, run_cfg(overwrite=True))
+    assert run_one(dataclasses.replace(spec, settings=dataclasses.replace(settings, overwrite=True))).status == "done"
     assert path.stat().st_mtime > old and ranks_path(path).stat().st_mtime > old
     assert is_complete(path)
 
@@ -160,12 +168,12 @@ def test_interrupted_run_leaves_no_record(where: str, tiny_split: Split, run_cfg
 
         monkeypatch.setattr(Evaluator, "run", run)
     with pytest.raises(KeyboardInterrupt):
-        run_one(cls, tiny_split, 0, run_cfg())
+        execute(cls, tiny_split, 0, run_cfg())
     if where == "test-eval":
         assert calls["n"] > 1  # validation ran, the test pass was interrupted
     assert files_under(tmp_path / "results") == []
     monkeypatch.undo()
-    path = run_one(cls, tiny_split, 0, run_cfg())  # a re-run completes it
+    path = execute(cls, tiny_split, 0, run_cfg())  # a re-run completes it
     assert is_complete(path)
 
 
@@ -185,17 +193,17 @@ def test_interrupted_while_writing_json_leaves_no_complete_record(tiny_split: Sp
     monkeypatch.setattr(results, "_atomic", atomic)
     cls = METHODS.get("pop")
     with pytest.raises(KeyboardInterrupt):
-        run_one(cls, tiny_split, 0, run_cfg())
+        execute(cls, tiny_split, 0, run_cfg())
     path = record_path(tmp_path / "results", "tiny", "pop", 0)
     assert files_under(tmp_path / "results") == ["tiny/pop/seed0.ranks.npz"]  # the JSON is written last
     assert not is_complete(path) and load_records(tmp_path / "results") == []
     monkeypatch.undo()
-    assert is_complete(run_one(cls, tiny_split, 0, run_cfg()))  # resumes: not skipped
+    assert is_complete(execute(cls, tiny_split, 0, run_cfg()))  # resumes: not skipped
 
 
 def test_failed_overwrite_never_pairs_old_json_with_new_ranks(tiny_split: Split, run_cfg, tmp_path: Path, monkeypatch) -> None:
     cls = METHODS.get("mf")
-    path = run_one(cls, tiny_split, 0, run_cfg())
+    path = execute(cls, tiny_split, 0, run_cfg())
     original = results._atomic
 
     def atomic(target, write):
@@ -205,9 +213,9 @@ def test_failed_overwrite_never_pairs_old_json_with_new_ranks(tiny_split: Split,
 
     monkeypatch.setattr(results, "_atomic", atomic)
     with pytest.raises(OSError):
-        run_one(cls, tiny_split, 1, run_cfg(overwrite=True, results_dir=path.parent.parent.parent))  # another seed: fine
+        execute(cls, tiny_split, 1, run_cfg(overwrite=True, results_dir=path.parent.parent.parent))  # another seed: fine
     with pytest.raises(OSError):
-        run_one(cls, tiny_split, 0, run_cfg(overwrite=True, overrides={"mf": dict(run_cfg().overrides["mf"], dim=8)}))
+        execute(cls, tiny_split, 0, run_cfg(overwrite=True, overrides={"mf": dict(run_cfg().overrides["mf"], dim=8)}))
     # the new ranks are on disk; the old JSON must not stand next to them as a complete record
     assert not is_complete(path)
     for rec in load_records(tmp_path / "results"):
@@ -242,7 +250,7 @@ class FixedLists(Method):
 
 
 def test_lists_method_through_run_one(tiny_split: Split, run_cfg) -> None:
-    path = run_one(FixedLists, tiny_split, 0, run_cfg())
+    path = execute(FixedLists, tiny_split, 0, run_cfg())
     rec = json.loads(path.read_text())
     n = tiny_split.n_items
     want = []
@@ -272,7 +280,7 @@ def test_wrong_score_shape_is_an_error(tiny_split: Split, run_cfg, tmp_path: Pat
             return torch.zeros(len(batch.users), self.data.n_items - 1)
 
     with pytest.raises(ValueError, match=r"bad.score returned shape"):
-        run_one(Bad, tiny_split, 0, run_cfg())
+        execute(Bad, tiny_split, 0, run_cfg())
     assert files_under(tmp_path / "results") == []
 
 
@@ -346,7 +354,7 @@ def test_run_one_evaluates_the_selected_checkpoint(tiny_split: Split, run_cfg) -
     by_user = torch.zeros(tiny_split.n_users, dtype=torch.long)
     by_user[torch.from_numpy(tiny_split.valid.input.users)] = torch.from_numpy(tiny_split.valid.targets)
     PeakAtTwo.targets = by_user
-    path = run_one(PeakAtTwo, tiny_split, 0, run_cfg())
+    path = execute(PeakAtTwo, tiny_split, 0, run_cfg())
     rec = json.loads(path.read_text())
     assert rec["efficiency"]["best_epoch"] == 2 and rec["efficiency"]["epochs_run"] == 5
     assert rec["valid_metrics"]["ndcg@10"] == 1.0  # validated again after fit: epoch 2's state is back
@@ -402,7 +410,7 @@ def test_method_contract_cuda(name: str, tiny_split: Split, run_cfg, tmp_path: P
         assert out.shape == (B, tiny_split.n_items) and torch.isfinite(out).all()
     else:
         assert out.shape[0] == B and ((out >= -1) & (out < tiny_split.n_items)).all()
-    path = run_one(cls, tiny_split, 0, run_cfg(device="cuda"))
+    path = execute(cls, tiny_split, 0, run_cfg(device="cuda"))
     rec = json.loads(path.read_text())
     assert rec["provenance"]["hardware"]["gpu"] and rec["efficiency"]["peak_memory_kind"] == "cuda max_memory_allocated"
     assert summarize(Record(path, rec).ranks()) == rec["metrics"]
@@ -431,8 +439,8 @@ class MemorizeHistory(Method):
 
 
 def test_records_add_history_masked_test_metrics_for_score_methods(tiny_split, run_cfg) -> None:
-    plain = json.loads(run_one(MemorizeHistory, tiny_split, 0, run_cfg()).read_text())
-    masked_run = json.loads(run_one(MemorizeHistory, tiny_split, 0, run_cfg(mask_history=True)).read_text())
+    plain = json.loads(execute(MemorizeHistory, tiny_split, 0, run_cfg()).read_text())
+    masked_run = json.loads(execute(MemorizeHistory, tiny_split, 0, run_cfg(mask_history=True)).read_text())
     supplementary = plain["test_metrics_history_masked"]
     assert supplementary == masked_run["metrics"]  # the same numbers a masked run gets from this (untrained) method
     assert plain["metrics"] != supplementary and "test_metrics_history_masked" not in masked_run

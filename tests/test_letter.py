@@ -12,7 +12,7 @@ import torch
 from bench.config import apply_overrides
 from bench.data.canonical import canonicalize
 from bench.errors import UserError
-from bench.runner import build_method, run_one
+from bench.runner import build_method, execute
 from bench.split import Split, leave_one_out
 from methods import METHODS
 from methods.letter import LetterConfig
@@ -177,7 +177,7 @@ def test_letter_config_checks_its_options() -> None:
 
 def test_letter_record_carries_regularizer_facts(tiny_split: Split, run_cfg) -> None:
     cfg = run_cfg()
-    rec = json.loads(run_one(METHODS.get("letter-tiger"), tiny_split, 0, cfg).read_text())
+    rec = json.loads(execute(METHODS.get("letter-tiger"), tiny_split, 0, cfg).read_text())
     tiny = cfg.overrides["letter-tiger"]
     assert {k: rec["config"][k] for k in ("alpha", "beta", "tau", "clusters")} == {"alpha": 0.02, "beta": 1e-4, "tau": 0.8, "clusters": 2}
     tok = rec["training"]["tokenizer"]

@@ -11,7 +11,7 @@ import torch
 from bench.config import apply_overrides
 from bench.data.canonical import canonicalize
 from bench.errors import UserError
-from bench.runner import build_method, run_one
+from bench.runner import build_method, execute
 from bench.split import Sequences, Split, leave_one_out
 from methods import METHODS
 from methods.p5cid import P5CIDConfig
@@ -144,7 +144,7 @@ def test_ids_use_training_interactions_only(run_cfg) -> None:
 
 def test_p5cid_record_carries_tokenizer_facts(tiny_split: Split, run_cfg) -> None:
     cfg = run_cfg()
-    path = run_one(METHODS.get("p5-cid"), tiny_split, 0, cfg)
+    path = execute(METHODS.get("p5-cid"), tiny_split, 0, cfg)
     rec = json.loads(path.read_text())
     book, cid = rec["codebook"], rec["training"]["tokenizer"]["cid"]
     assert book["n_items"] == tiny_split.n_items and book["collision_rate"] == 0.0 and book["source"] == "cid"

@@ -13,7 +13,7 @@ import torch
 
 from bench.errors import UserError
 from bench.method import EvalBatch
-from bench.runner import build_method, run_one
+from bench.runner import build_method, execute
 from bench.split import Sequences, Split
 from methods import METHODS
 from bench.batching import last_item_windows
@@ -140,7 +140,7 @@ def test_validation_during_training_uses_the_validation_beam(tiny_split: Split, 
 
 
 def test_run_one_record_carries_tokenizer_time_and_generation_stats(tiny_split: Split, run_cfg) -> None:
-    path = run_one(RandomIDs, tiny_split, 0, run_cfg(overrides={"random-ids": TINY}))
+    path = execute(RandomIDs, tiny_split, 0, run_cfg(overrides={"random-ids": TINY}))
     rec = json.loads(path.read_text())
     assert rec["efficiency"]["tokenizer_seconds"] >= 0 and rec["protocol"]["output"] == "lists"
     assert rec["training"]["generation_stats"]["invalid_rate"] == 0 and rec["generation"]["duplicate_rate"] == 0
@@ -153,8 +153,8 @@ def test_learns_the_tiny_pattern_better_than_pop(tiny_split: Split, run_cfg) -> 
     # the next item depends on the last one only: a history of 3 items is plenty
     learn = dict(TINY, d_model=32, heads=2, d_kv=16, d_ff=64, epochs=20, eval_every=10, patience=2, lr=5e-3, max_len=3,
                  dropout=0.0, warmup_ratio=0.02, lr_schedule="constant", valid_beam=10)  # fmt: skip
-    ours = json.loads(run_one(RandomIDs, tiny_split, 0, run_cfg(overrides={"random-ids": learn})).read_text())
-    pop = json.loads(run_one(METHODS.get("pop"), tiny_split, 0, run_cfg()).read_text())
+    ours = json.loads(execute(RandomIDs, tiny_split, 0, run_cfg(overrides={"random-ids": learn})).read_text())
+    pop = json.loads(execute(METHODS.get("pop"), tiny_split, 0, run_cfg()).read_text())
     assert ours["valid_metrics"]["ndcg@10"] > pop["valid_metrics"]["ndcg@10"] + 0.2, (ours["valid_metrics"], pop["valid_metrics"])
     assert ours["metrics"]["recall@10"] > pop["metrics"]["recall@10"]
 

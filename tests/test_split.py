@@ -12,7 +12,7 @@ import torch
 from bench.batching import NegativeSampler, sequence_windows, shuffled_batches
 from bench.data.canonical import Dataset, RawData, canonicalize
 from bench.method import EvalBatch, Method, TrainData
-from bench.runner import RunConfig, run_one
+from bench.runner import RunConfig, execute
 from bench.split import EvalInput, Sequences, Split, leave_one_out
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -273,7 +273,7 @@ def test_a_method_never_sees_a_target(tmp_path) -> None:
                 assert real == (s[:-1] if phase == "test" else s[:-2]) and n == len(real)
             return torch.zeros(len(batch.users), self.data.n_items)
 
-    run_one(Spy, split, 0, RunConfig(results_dir=tmp_path, device="cpu", progress=False, eval_batch_size=7))
+    execute(Spy, split, 0, RunConfig(results_dir=tmp_path, device="cpu", progress=False, eval_batch_size=7))
     assert Spy.evals == 4 and seen["fit"] and seen["valid"] and seen["test"]
 
     def ints_in(arrays) -> set[int]:

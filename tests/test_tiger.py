@@ -11,7 +11,7 @@ import torch
 from bench.config import apply_overrides
 from bench.errors import UserError
 from bench.leaderboard import render_leaderboard
-from bench.runner import build_method, run_one
+from bench.runner import build_method, execute
 from bench.split import Split
 from methods import METHODS
 from methods.tiger import TIGERConfig
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def test_tiger_record_carries_codebook_utilization_and_plot(tiny_split: Split, run_cfg) -> None:
     cfg = run_cfg()
-    path = run_one(METHODS.get("tiger"), tiny_split, 0, cfg)
+    path = execute(METHODS.get("tiger"), tiny_split, 0, cfg)
     rec = json.loads(path.read_text())
     book = rec["codebook"]
     tiny = cfg.overrides["tiger"]

@@ -370,6 +370,24 @@ def _cache_key(source: Source, digest: str, permutation_seed: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _canonical_folder(spec: DatasetSpec, source: Source, cache: Path, permutation_seed: int) -> Path:
+    digest = sources.hash_files(p for p in source.args.values() if p is not None)
+    return cache / "canonical" / f"{spec.name}-{_cache_key(source, digest, permutation_seed)}"
+
+
+def canonical_cache(
+    name: str, data_dir: str | Path | None = None, cache_dir: str | Path | None = None, permutation_seed: int = 0
+) -> Path | None:
+    """The canonical cache folder of ``name`` when it exists already (nothing is parsed), else None."""
+    spec = get_spec(name)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    source = _find(spec, resolve_data_dir(data_dir), cache)
+    if source is None:
+        return None
+    folder = _canonical_folder(spec, source, cache, permutation_seed)
+    return folder if (folder / "meta.json").is_file() else None
+
+
 def _read_cache(folder: Path) -> Dataset | None:
     if not (folder / "meta.json").is_file():
         return None
@@ -397,8 +415,7 @@ def load_dataset(
     source = _find(spec, resolve_data_dir(data_dir), cache)
     if source is None or source.kind == "download-cache":
         source = _download(spec, cache, download)  # fetch() verifies the cached files
-    digest = sources.hash_files(p for p in source.args.values() if p is not None)
-    target = cache / "canonical" / f"{spec.name}-{_cache_key(source, digest, permutation_seed)}"
+    target = _canonical_folder(spec, source, cache, permutation_seed)
     cached = _read_cache(target)
     if cached is not None:
         check_counts(spec, cached)

@@ -197,6 +197,7 @@ def _digest(obj: Any) -> str:
 
 
 def cache_path(data: TrainData, cfg: TextConfig, texts: list[str], cache_dir: str | Path | None = None) -> Path:
+    cache_dir = cache_dir if cache_dir is not None else data.cache_dir
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = _digest({
         "version": CACHE_VERSION,

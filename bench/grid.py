@@ -1,0 +1,371 @@
+"""A grid of runs: plan it, prepare each dataset once, then fan out.
+
+Every engine calls the same :func:`bench.runner.run_one` on a picklable
+:class:`bench.runner.RunSpec`:
+
+* ``run_local(specs, jobs=1)``: one after another in this process;
+* ``run_local(specs, jobs=N, gpus=...)``: N at once, each run in a fresh process of its own
+  (threads per job = cores / jobs; with ``gpus``, each job gets one GPU through
+  ``CUDA_VISIBLE_DEVICES`` from a queue of free slots), longest expected runs first;
+* ``run_submitit(specs, ...)``: a SLURM job array through submitit (``cluster="local"``
+  runs the same array on this machine, which the tests use);
+* ``run_ray(specs, ...)``: tasks on a Ray cluster.
+
+Before any run starts, :func:`prepare` parses each dataset into the canonical cache and
+lets every method make its per-dataset work (text embeddings), under a claim on the cache,
+so that two workers (or two invocations) never make them at once.  Claims on each run
+(:class:`bench.results.Claim`) keep a shared results directory safe.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import time
+import traceback
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from multiprocessing.connection import wait as wait_for
+from pathlib import Path
+from typing import Any, Iterable
+
+from bench.errors import UserError
+from bench.results import Claim, claim_path, is_complete
+from bench.runner import RunConfig, RunOutcome, RunSpec, run_one
+
+
+def build_specs(datasets: Iterable[str], methods: Iterable[str], seeds: Iterable[int], settings: RunConfig) -> list[RunSpec]:
+    return [RunSpec(d, m, s, settings) for d in datasets for m in methods for s in seeds]
+
+
+# ---- the plan -------------------------------------------------------------------------------
+@dataclass
+class Estimate:
+    seconds: float | None  # mean wall time (fit + test) of earlier records, None when there are none
+    basis: str  # which records, e.g. "3 earlier records (cpu), same variant"
+
+
+def estimate(spec: RunSpec, _cache: dict | None = None) -> Estimate:
+    """Expected wall time of ``spec`` from earlier records of the same method and dataset
+    in its results directory: the same variant when there are such, else any variant."""
+    root = Path(spec.settings.results_dir)
+    found: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for path in root.glob(f"{spec.dataset}*/{spec.method}/seed*.json"):
+        table = path.parent.parent.name
+        if table != spec.dataset and not table.startswith(spec.dataset + "@"):
+            continue
+        try:
+            e = json.loads(path.read_text())["efficiency"]
+            seconds = float(e["fit_seconds"]) + float(e.get("test_seconds") or 0.0)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        found[table].append((seconds, str(e.get("device", "?"))))
+    table = f"{spec.dataset}@{spec.settings.variant}" if spec.settings.variant else spec.dataset
+    same = found.get(table)
+    rows, basis = (same, "same variant") if same else ([r for rs in found.values() for r in rs], "other variants")
+    if not rows:
+        return Estimate(None, "no earlier record")
+    devices = ", ".join(sorted({d for _, d in rows}))
+    return Estimate(statistics.fmean(s for s, _ in rows), f"{len(rows)} earlier record(s) on {devices}, {basis}")
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "?"
+    if s < 90:
+        return f"{s:.0f}s"
+    if s < 5400:
+        return f"{s / 60:.0f}min"
+    return f"{s / 3600:.1f}h"
+
+
+def plan_text(specs: list[RunSpec], datasets_status: dict[str, str]) -> tuple[str, list[RunSpec]]:
+    """The plan printed before any work, and the pending runs, longest expected first."""
+    pending, skipped, busy = [], [], []
+    for spec in specs:
+        path = spec.path
+        if is_complete(path) and not spec.settings.overwrite:
+            skipped.append(spec)
+        elif claim_path(path).exists() and not Claim(claim_path(path), spec.settings.claim_stale_after).stale():
+            busy.append(spec)
+        else:
+            pending.append(spec)
+    estimates = {id(s): estimate(s) for s in pending}
+    # longest expected first; runs with no estimate first of all (they may be the longest)
+    pending.sort(key=lambda s: -(estimates[id(s)].seconds if estimates[id(s)].seconds is not None else float("inf")))
+    settings = specs[0].settings if specs else RunConfig()
+    lines = [f"plan: {len(specs)} run(s): {len(pending)} to run, {len(skipped)} exist and will be skipped"
+             + (f", {len(busy)} being run by another worker" if busy else "")
+             + f"; results under {settings.results_dir}/" + (f" (variant {settings.variant})" if settings.variant else "")]  # fmt: skip
+    for name, status in datasets_status.items():
+        lines.append(f"  dataset {name}: {status}")
+    groups: dict[tuple[str, str], list[RunSpec]] = defaultdict(list)
+    for spec in pending:
+        groups[(spec.dataset, spec.method)].append(spec)
+    total, unknown = 0.0, 0
+    for (dataset, method), group in sorted(groups.items()):
+        est = estimates[id(group[0])]
+        seeds = ",".join(str(s.seed) for s in sorted(group, key=lambda s: s.seed))
+        each = _fmt_seconds(est.seconds)
+        lines.append(f"  {dataset} {method} seed(s) {seeds}: about {each} each ({est.basis})")
+        if est.seconds is None:
+            unknown += len(group)
+        else:
+            total += est.seconds * len(group)
+    if pending:
+        lines.append(f"  expected: {_fmt_seconds(total)} of run time in all" + (f", plus {unknown} run(s) with no estimate" if unknown else "")
+                     + " (sequential; divide by --jobs when running in parallel)")  # fmt: skip
+    return "\n".join(lines), pending
+
+
+def dataset_status(name: str, settings: RunConfig) -> str:
+    """Where a dataset comes from and whether its canonical cache exists (no parsing)."""
+    from bench.data.registry import canonical_cache, locate
+
+    where = locate(name, settings.data_dir, settings.cache_dir)
+    source = f"{where[0]} ({where[1]})" if where else "download"
+    cached = canonical_cache(name, settings.data_dir, settings.cache_dir) if where else None
+    return f"source {source}, canonical cache " + ("ready" if cached is not None else "to be built")
+
+
+# ---- prepare once ---------------------------------------------------------------------------
+def prepare(specs: list[RunSpec], optional: bool = False, log=print) -> list[RunSpec]:
+    """For each dataset with pending runs: build the canonical cache, then let each method do
+    its per-dataset work (``Method.prepare_dataset``: text embeddings), once, under a claim on the
+    cache so that concurrent invocations wait for each other instead of doing it twice.
+
+    Returns the specs whose dataset is ready; with ``optional`` (``--datasets all``) a dataset
+    that cannot be had is skipped with a message, otherwise that is an error."""
+    from bench.config import resolve_config
+    from bench.data.registry import DatasetUnavailable, default_cache_dir, load_dataset
+    from bench.runner import resolve_device, train_data
+    from bench.split import leave_one_out
+    from methods import METHODS
+
+    by_dataset: dict[str, list[RunSpec]] = defaultdict(list)
+    for spec in specs:
+        by_dataset[spec.dataset].append(spec)
+    ready: list[RunSpec] = []
+    for name, group in by_dataset.items():
+        settings = group[0].settings
+        cache = Path(settings.cache_dir) if settings.cache_dir is not None else default_cache_dir()
+        claim = Claim(cache / "locks" / f"{name}.prepare.claim", stale_after=settings.claim_stale_after)
+        waited = False
+        while not claim.acquire():
+            if not waited:
+                log(f"  dataset {name}: another process is preparing it; waiting")
+                waited = True
+            time.sleep(1.0)
+        try:
+            t0 = time.perf_counter()
+            try:
+                dataset = load_dataset(name, data_dir=settings.data_dir, cache_dir=settings.cache_dir, download=settings.download)
+            except DatasetUnavailable as exc:
+                if not optional:
+                    raise
+                log(f"  skip {name}: {exc}")
+                continue
+            split = leave_one_out(dataset)
+            facts = []
+            device = resolve_device(settings.device)
+            for cls in dict.fromkeys(METHODS.get(spec.method) for spec in group):
+                config = resolve_config(cls, settings.preset, settings.overrides.get(cls.name, {}))
+                out = cls.prepare_dataset(train_data(split, settings), config, device)
+                if out:
+                    facts.append(f"{cls.name}: " + ", ".join(f"{k} {v}" for k, v in out.items()))
+            log(f"  dataset {name}: prepared in {time.perf_counter() - t0:.1f}s ({dataset.n_users:,} users, {dataset.n_items:,} items)"
+                + ("; " + "; ".join(facts) if facts else ""))  # fmt: skip
+            ready.extend(group)
+        finally:
+            claim.release()
+    ready_ids = {id(s) for s in ready}
+    return [s for s in specs if id(s) in ready_ids]
+
+
+# ---- local engines --------------------------------------------------------------------------
+def _child(spec: RunSpec, gpu: str | None, conn) -> None:
+    """Entry point of a worker process: one run, its outcome sent back through ``conn``."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    try:
+        out = run_one(spec)
+        conn.send((out.status, out.seconds, out.message))
+    except UserError as exc:
+        conn.send(("failed", 0.0, f"error: {exc}"))
+    except KeyboardInterrupt:
+        conn.send(("failed", 0.0, "interrupted"))
+    except BaseException as exc:  # noqa: BLE001 -- reported to the parent, which goes on with the grid
+        traceback.print_exc()
+        conn.send(("failed", 0.0, f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def threads_per_job(jobs: int) -> int | None:
+    """Cores / jobs when running several jobs; None (torch's default: all cores) for one."""
+    if jobs <= 1:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // jobs)
+
+
+def run_local(specs: list[RunSpec], jobs: int = 1, gpus: list[str] | None = None, report=None) -> list[RunOutcome]:
+    """Run ``specs`` here: in this process when ``jobs == 1`` and no GPUs are listed, else in
+    up to ``jobs`` worker processes at once (one fresh process per run).  Ctrl-C stops every
+    worker promptly; a worker that dies (``kill -9``) fails only its own run, whose claim
+    becomes stale at once, so re-running the command completes the grid."""
+    report = report or (lambda outcome: None)
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs}: expected a positive integer")
+    if gpus:
+        jobs = min(jobs, len(gpus)) if jobs > 1 else len(gpus)
+    outcomes: list[RunOutcome] = []
+    if jobs == 1 and not gpus:
+        for spec in specs:
+            out = run_one(spec)
+            report(out)
+            outcomes.append(out)
+        return outcomes
+    ctx = mp.get_context("spawn")
+    free = list(gpus) if gpus else [None] * jobs
+    queue = list(specs)
+    running: dict[Any, tuple[Any, RunSpec, Any, str | None, float]] = {}  # sentinel -> (process, spec, conn, gpu, start)
+    try:
+        while queue or running:
+            while queue and free:
+                spec, gpu = queue.pop(0), free.pop(0)
+                parent, child = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_child, args=(spec, gpu, child), name=f"bench {spec.label}")
+                proc.start()
+                child.close()
+                running[proc.sentinel] = (proc, spec, parent, gpu, time.perf_counter())
+            for sentinel in wait_for(list(running)):
+                proc, spec, conn, gpu, start = running.pop(sentinel)
+                proc.join()
+                try:
+                    status, seconds, message = conn.recv() if conn.poll() else ("failed", 0.0, f"worker exited with code {proc.exitcode}")
+                except EOFError:
+                    status, seconds, message = "failed", 0.0, f"worker exited with code {proc.exitcode}"
+                conn.close()
+                out = RunOutcome(spec, status, spec.path, seconds or time.perf_counter() - start, message)
+                report(out)
+                outcomes.append(out)
+                free.append(gpu)
+    except KeyboardInterrupt:
+        _stop_workers([r[0] for r in running.values()])
+        raise
+    return outcomes
+
+
+def _stop_workers(procs: list, grace: float = 5.0) -> None:
+    """Interrupt workers (they remove their claims and temporary files), then kill stragglers."""
+    import signal
+
+    for p in procs:
+        if p.is_alive():
+            try:
+                os.kill(p.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + grace
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+# ---- cluster engines ------------------------------------------------------------------------
+@dataclass
+class SlurmOptions:
+    partition: str = ""
+    time_min: int = 24 * 60
+    gpus: int = 0  # GPUs per job
+    cpus: int = 4  # CPUs per job (and torch threads)
+    mem_gb: int = 32
+    max_parallel: int = 0  # jobs of the array running at once (0 = no limit)
+    folder: str = ".submitit"  # submitit's logs and pickles
+    extra: dict[str, Any] | None = None  # further submitit parameters (e.g. slurm_account)
+
+    @classmethod
+    def fields(cls) -> set[str]:
+        return set(cls.__dataclass_fields__)
+
+
+def run_submitit(specs: list[RunSpec], options: SlurmOptions, cluster: str = "slurm", wait: bool = True, log=print) -> list[RunOutcome]:
+    """Submit ``specs`` as one job array through submitit; each array task calls ``run_one``.
+    ``cluster="local"`` runs the array on this machine (submitit's LocalExecutor)."""
+    try:
+        import submitit
+    except ImportError:
+        raise UserError("--executor slurm needs submitit: pip install 'genrec-bench[cluster]' (or pip install submitit)") from None
+    specs = [replace(s, settings=replace(s.settings, threads=options.cpus, progress=False, log=True)) for s in specs]
+    executor = submitit.AutoExecutor(folder=options.folder, cluster=cluster)
+    params: dict[str, Any] = {"timeout_min": options.time_min, "cpus_per_task": options.cpus, "mem_gb": options.mem_gb,
+                              "name": "bench"}  # fmt: skip
+    if options.gpus:
+        params["gpus_per_node"] = options.gpus
+    if cluster == "slurm":
+        if options.partition:
+            params["slurm_partition"] = options.partition
+        if options.max_parallel:
+            params["slurm_array_parallelism"] = options.max_parallel
+    params.update(options.extra or {})
+    executor.update_parameters(**params)
+    jobs = executor.map_array(run_one, specs)
+    log(f"submitted {len(jobs)} job(s) to {cluster}" + (f": array {jobs[0].job_id.split('_')[0]}" if jobs else "")
+        + f"; logs under {options.folder}/")  # fmt: skip
+    if not wait:
+        return []
+    outcomes = []
+    for spec, job in zip(specs, jobs):
+        try:
+            outcomes.append(job.result())
+        except Exception as exc:  # noqa: BLE001 -- one failed array task does not lose the others
+            outcomes.append(RunOutcome(spec, "failed", spec.path, message=f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1:]}"))
+    return outcomes
+
+
+def run_ray(specs: list[RunSpec], address: str = "", gpus_per_task: float = 0, cpus_per_task: int = 1, log=print) -> list[RunOutcome]:
+    """Run ``specs`` as Ray tasks (``address`` of an existing cluster, or a local one)."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--executor ray needs ray: pip install 'ray[default]'") from None
+    specs = [replace(s, settings=replace(s.settings, threads=cpus_per_task, progress=False, log=True)) for s in specs]
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address or None, num_cpus=None if address else max(cpus_per_task, os.cpu_count() or 1),
+                 include_dashboard=False, log_to_driver=True)  # fmt: skip
+    try:
+        task = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task)(run_one)
+        refs = [task.remote(s) for s in specs]
+        log(f"submitted {len(refs)} task(s) to ray" + (f" at {address}" if address else " (local)"))
+        outcomes = []
+        for spec, ref in zip(specs, refs):
+            try:
+                outcomes.append(ray.get(ref))
+            except Exception as exc:  # noqa: BLE001
+                outcomes.append(RunOutcome(spec, "failed", spec.path, message=f"{type(exc).__name__}: {exc}"))
+        return outcomes
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def print_outcome(out: RunOutcome, file=None) -> None:
+    file = file or sys.stdout
+    if out.status == "done":
+        rec = json.loads(out.path.read_text())
+        m, e = rec["metrics"], rec["efficiency"]
+        print(f"{out.spec.label} " + "  ".join(f"{k} " + ("missing" if m[k] is None else f"{m[k]:.4f}") for k in ("recall@10", "ndcg@10", "hit@100"))
+              + f"  fit {e['fit_seconds']:.1f}s  test {e['test_seconds']:.2f}s  ({e['device']})", file=file, flush=True)  # fmt: skip
+    elif out.status == "skipped":
+        print(f"{out.spec.label} exists, skipped ({out.path}; --overwrite to redo)", file=file, flush=True)
+    elif out.status == "busy":
+        print(f"{out.spec.label} being run by another worker, skipped ({out.message})", file=file, flush=True)
+    else:
+        print(f"{out.spec.label} FAILED: {out.message}", file=file, flush=True)
