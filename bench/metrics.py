@@ -1,4 +1,4 @@
-"""Ranking metrics, computed in one place for every method (DESIGN.md section 2).
+"""Ranking metrics, computed in one place for every method (docs/protocol.md §2).
 
 With one target per user everything derives from the target's 1-based rank in the
 (de-duplicated) ranking, capped at ``MAX_RANK`` (0 = not in the top ``MAX_RANK``):
@@ -100,7 +100,7 @@ def summarize(ranks: np.ndarray, list_depth: int | None = None, n_items: int | N
 
     ``list_depth``: for a method that outputs ranked lists, the longest de-duplicated list
     it produced.  A metric at K is missing (``None``) when the lists could not reach K
-    although the catalog could (e.g. Hit@100 from a beam of 20): DESIGN section 2 says to
+    although the catalog could (e.g. Hit@100 from a beam of 20): docs/protocol.md §2 says to
     record it as missing rather than invent it.
     """
     if len(ranks) == 0:

@@ -1,4 +1,4 @@
-"""Leave-one-out split, identical for every method (DESIGN.md section 2).
+"""Leave-one-out split, identical for every method (docs/protocol.md §2).
 
 For a user with sequence ``s`` (oldest first): test target ``s[-1]`` with history
 ``s[:-1]``; validation target ``s[-2]`` with history ``s[:-2]``; training interactions

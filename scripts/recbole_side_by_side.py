@@ -81,7 +81,7 @@ Without ``--epochs`` a CPU run caps every training at ``CPU_DEFAULT_EPOCHS`` (5)
 ``--threads 1``: two torch threads competing with another process were ~5x slower than one.
 
 Compatibility fixes for RecBole 1.2.1 on numpy 2 / torch >= 2.6 / scipy >= 1.12 are applied
-by :func:`patch_recbole`, in one place (see DESIGN.md section 7).  Exit code 2 with a
+by :func:`patch_recbole`, in one place (see docs/protocol.md §8).  Exit code 2 with a
 one-line error when recbole or a dependency its import needs is missing, or an option is bad.
 """
 
@@ -192,7 +192,7 @@ class _NullWriter:
 def patch_recbole() -> types.SimpleNamespace:
     """Make RecBole 1.2.1 importable and correct on numpy 2 / torch >= 2.6 / recent scipy.
 
-    Returns the RecBole pieces the script uses.  Fixes (DESIGN.md section 7):
+    Returns the RecBole pieces the script uses.  Fixes (docs/protocol.md §8):
 
     * numpy aliases removed in numpy 2 (``np.float_``, ``np.complex_``, ``np.unicode_``,
       ``np.bool8``, ...), set before any recbole module is imported;

@@ -1,4 +1,4 @@
-"""The one metric implementation (DESIGN.md section 2): ranks from scores and from ranked
+"""The one metric implementation (docs/protocol.md §2): ranks from scores and from ranked
 lists, per-user values and means, checked against brute force and against ir_measures."""
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def test_ranks_from_lists_matches_brute_force_random() -> None:
 
 
 def test_duplicates_never_inflate_ndcg_above_recall() -> None:
-    """A list that repeats the target (duplicate beams) counts it once (DESIGN.md section 7)."""
+    """A list that repeats the target (duplicate beams) counts it once (docs/protocol.md §8)."""
     lists = torch.tensor([[5, 5, 5, 5, 5, 1, 2, 3, 4, 6]])
     ranks, _, n_dup = ranks_from_lists(lists, torch.tensor([5]))
     assert ranks.tolist() == [1] and n_dup.tolist() == [4]

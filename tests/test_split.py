@@ -1,5 +1,5 @@
 """Leave-one-out split, sequence views, training windows, negative sampling, and that a
-method never gets to read a target (DESIGN.md sections 1, 2 and 7)."""
+method never gets to read a target (docs/protocol.md §1, §2 and §8)."""
 
 from __future__ import annotations
 

@@ -51,7 +51,7 @@ SCHEDULES = ("cosine", "constant", "rsqrt")
 
 @dataclass
 class GenerativeConfig:
-    # recommender (TIGER's sizes, DESIGN.md section 4)
+    # recommender (TIGER's sizes, docs/protocol.md §4)
     d_model: int = 128
     layers: int = 4  # encoder layers = decoder layers
     heads: int = 6
