@@ -127,6 +127,7 @@ def cmd_run(args) -> int:
         data_dir=data_dir,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         download=not args.no_download,
+        precision=args.precision,
         threads=args.threads if args.threads is not None else grid.threads_per_job(len(gpus) if gpus else args.jobs),
         progress=tty and not args.quiet,
         log=not tty and not args.quiet,
@@ -267,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "leaderboard.md are written with --results-dir results)")
     r.add_argument("--preset", default="", help="apply each method's declared preset (e.g. cpu; see `bench list`); "
                                                 "records kept apart under <dataset>@<preset>")
+    r.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="training matmuls: auto = bf16 where the device has it natively (CUDA, CPUs with AVX512-BF16/AMX), "
+                        "else fp32; logits and losses stay fp32")
     r.add_argument("--dry-run", action="store_true", help="print the plan (runs, skips, datasets, estimates) and exit")
     r.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (default: 1)")
     r.add_argument("--gpus", default=None, help="comma-separated GPU indices; each job gets one through CUDA_VISIBLE_DEVICES")

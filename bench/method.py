@@ -52,6 +52,7 @@ class Context:
     select_metric: str = "ndcg@10"
     progress: bool = False
     log: bool = False  # print one plain line per validation to stderr (when there are no progress bars)
+    precision: str = "fp32"  # "fp32" or "bf16" (resolved by the harness from --precision): the training matmuls' type
     info: dict[str, Any] = field(default_factory=dict)  # training facts: the record's "training" section
     efficiency: dict[str, Any] = field(default_factory=dict)  # timings and counts: merged into the record's "efficiency"
 
@@ -62,6 +63,11 @@ class Context:
     def torch_generator(self, *names: str) -> torch.Generator:
         seed = int(self.numpy_rng(*names).integers(2**62))
         return torch.Generator(device=self.device).manual_seed(seed)
+
+    def autocast(self):
+        """bf16 autocast for the training forward pass when the run's precision is bf16 (a no-op
+        context otherwise).  Losses and logits that feed them are taken in fp32 (``.float()``)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":

@@ -1,10 +1,20 @@
-"""Shared training utilities: early stopping with checkpoint selection on validation."""
+"""The one training loop every gradient-trained method uses, and early stopping with
+checkpoint selection on validation.
+
+A method configures the loop with what is its own: the optimizer, a ``loss(idx)`` function
+of a batch of example indices, and the epoch's batches (shuffled, or length-grouped); the
+loop does the rest the same way for everyone: mixed precision (``ctx.autocast()``: bf16
+where the run's precision says so, fp32 otherwise), the optimizer step with optional
+gradient clipping and scheduler, the loss curve, validation and selection.  Speed work and
+fixes land here once.
+"""
 
 from __future__ import annotations
 
 import math
 import sys
 import time
+from typing import Callable, Iterable
 
 import torch
 from tqdm.auto import tqdm
@@ -79,3 +89,43 @@ class Selection:
             train_epochs_seconds_total=sum(self.epoch_seconds),
         )
         self.ctx.info.update(valid_curve=self.curve, best_valid=self.best_value)
+
+
+LossFn = Callable[[torch.Tensor], "torch.Tensor | None"]
+
+
+def run_epoch(ctx: Context, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
+              batches: Iterable[torch.Tensor], grad_clip: float = 0.0, scheduler=None) -> float:  # fmt: skip
+    """One pass: for each batch, the loss under ``ctx.autocast()`` (``None`` skips the batch),
+    backward, optional clipping, the optimizer and scheduler steps.  Returns the mean batch
+    loss; the losses are summed on the device, so the pass synchronizes once, at its end."""
+    model.train()
+    total = torch.zeros((), device=ctx.device)
+    n = 0
+    for idx in batches:
+        with ctx.autocast():
+            loss = loss_fn(idx)
+        if loss is None:
+            continue
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total += loss.detach().float()
+        n += 1
+    return float(total) / max(1, n)
+
+
+def train(ctx: Context, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
+          batches: Callable[[], Iterable[torch.Tensor]], epochs: int, patience: int, eval_every: int = 1,
+          grad_clip: float = 0.0, scheduler=None) -> list[float]:  # fmt: skip
+    """Train under :class:`Selection`: ``batches()`` gives each epoch's index batches.  The
+    mean loss of every epoch goes to ``ctx.info["train_loss_curve"]`` and is returned."""
+    losses: list[float] = []
+    for _ in Selection(ctx, model, epochs, patience, eval_every):
+        losses.append(round(run_epoch(ctx, model, optimizer, loss_fn, batches(), grad_clip, scheduler), 5))
+        ctx.info["train_loss_curve"] = losses
+    return losses

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from bench.batching import sequence_chunks, shuffled_batches
 from bench.errors import UserError
 from bench.method import EvalBatch, Method
-from bench.training import Selection
+from bench.training import train
 
 
 @dataclass
@@ -116,18 +116,17 @@ class BERT4Rec(Method):
         lengths = (chunks > 0).sum(1)
         gen = self.ctx.torch_generator(self.name, "train")
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        for _ in Selection(self.ctx, self.model, cfg.epochs, cfg.patience, cfg.eval_every):
-            self.model.train()
-            for idx in shuffled_batches(len(chunks), cfg.batch_size, gen, dev):
-                seq = chunks[idx, -int(lengths[idx].max()) :]  # drop columns that are padding in every row
-                inp, masked = self.mask_batch(seq, gen)
-                if not masked.any():
-                    continue
-                h = self.model(inp)[masked]  # the output projection only where an item is masked
-                loss = F.cross_entropy(self.model.item_logits(h), seq[masked] - 1)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+
+        def loss(idx: torch.Tensor) -> torch.Tensor | None:
+            seq = chunks[idx, -int(lengths[idx].max()) :]  # drop columns that are padding in every row
+            inp, masked = self.mask_batch(seq, gen)
+            if not masked.any():
+                return None
+            h = self.model(inp)[masked]  # the output projection only where an item is masked
+            return F.cross_entropy(self.model.item_logits(h).float(), seq[masked] - 1)
+
+        train(self.ctx, self.model, opt, loss, lambda: shuffled_batches(len(chunks), cfg.batch_size, gen, dev),
+              cfg.epochs, cfg.patience, cfg.eval_every)  # fmt: skip
 
     def test_input(self, batch: EvalBatch) -> torch.Tensor:
         """The last ``max_len - 1`` history items (shifted ids, 0 = padding) with [mask] appended."""

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from bench.batching import left_align, sequence_windows, shuffled_batches
 from bench.method import EvalBatch, Method
-from bench.training import Selection
+from bench.training import train
 
 
 @dataclass
@@ -77,16 +77,15 @@ class GRU4Rec(Method):
         targets = left_align(targets, lengths)
         gen = self.ctx.torch_generator(self.name, "train")
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        for _ in Selection(self.ctx, self.model, cfg.epochs, cfg.patience, cfg.eval_every):
-            self.model.train()
-            for idx in shuffled_batches(len(inputs), cfg.batch_size, gen, dev):
-                width = int(lengths[idx].max())  # drop columns that are padding in every row
-                seq, tgt = inputs[idx, :width], targets[idx, :width]
-                mask = tgt >= 0
-                loss = F.cross_entropy(self.model.item_logits(self.model(seq)[mask]), tgt[mask])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+
+        def loss(idx: torch.Tensor) -> torch.Tensor:
+            width = int(lengths[idx].max())  # drop columns that are padding in every row
+            seq, tgt = inputs[idx, :width], targets[idx, :width]
+            mask = tgt >= 0
+            return F.cross_entropy(self.model.item_logits(self.model(seq)[mask]).float(), tgt[mask])
+
+        train(self.ctx, self.model, opt, loss, lambda: shuffled_batches(len(inputs), cfg.batch_size, gen, dev),
+              cfg.epochs, cfg.patience, cfg.eval_every)  # fmt: skip
 
     def score(self, batch: EvalBatch) -> torch.Tensor:
         lengths = batch.lengths.clamp_min(1)  # an empty history reads one padding step

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from bench.batching import last_item_windows, shuffled_batches
 from bench.method import EvalBatch, Method
-from bench.training import Selection
+from bench.training import train
 
 
 class LastItemsMethod(Method):
@@ -34,13 +34,12 @@ class LastItemsMethod(Method):
         users = torch.from_numpy(users).to(dev)
         gen = self.ctx.torch_generator(self.name, "train")
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        for _ in Selection(self.ctx, self.model, cfg.epochs, cfg.patience, cfg.eval_every):
-            self.model.train()
-            for idx in shuffled_batches(len(targets), cfg.batch_size, gen, dev):
-                loss = F.cross_entropy(self.model.logits(self.model(users[idx], inputs[idx])), targets[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+
+        def loss(idx: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(self.model.logits(self.model(users[idx], inputs[idx])).float(), targets[idx])
+
+        train(self.ctx, self.model, opt, loss, lambda: shuffled_batches(len(targets), cfg.batch_size, gen, dev),
+              cfg.epochs, cfg.patience, cfg.eval_every)  # fmt: skip
 
     def score(self, batch: EvalBatch) -> torch.Tensor:
         return self.model.logits(self.model(batch.users, batch.history[:, -self.config.max_len :] + 1))

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from bench.batching import NegativeSampler, shuffled_batches
 from bench.method import EvalBatch, Method
-from bench.training import Selection
+from bench.training import train
 
 
 @dataclass
@@ -64,16 +64,19 @@ def to_csr(adjacency: torch.Tensor) -> torch.Tensor:
 class SymmetricSpMM(torch.autograd.Function):
     """``adj @ x`` for a symmetric sparse ``adj``: the gradient is ``adj @ grad`` again, which
     avoids the transpose that the generic sparse backward builds on every call (about 4x
-    faster per training step on CPU)."""
+    faster per training step on CPU).  Always fp32: sparse CSR kernels have no bf16, so the
+    propagation stays out of autocast."""
 
     @staticmethod
     def forward(ctx, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         ctx.adj = adj
-        return adj @ x
+        with torch.autocast(adj.device.type, enabled=False):
+            return adj @ x.float()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return None, ctx.adj @ grad
+        with torch.autocast(ctx.adj.device.type, enabled=False):
+            return None, ctx.adj @ grad.float()
 
 
 class LightGCNModel(torch.nn.Module):
@@ -137,19 +140,18 @@ class LightGCN(Method):
         sampler = NegativeSampler(users, pos, self.data.n_items, gen)
         model = self.model
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        for _ in Selection(self.ctx, model, cfg.epochs, cfg.patience, cfg.eval_every):
-            model.train()
-            for idx in shuffled_batches(len(users), cfg.batch_size, gen, dev):
-                u, p = users[idx], pos[idx]
-                n = sampler.draw(u)
-                user_final, item_final = model.propagate()
-                ue, pe, ne = user_final[u], item_final[p], item_final[n]
-                diff = (ue * pe).sum(1) - (ue * ne).sum(1)
-                ego = model.user.weight[u].pow(2).sum() + model.item.weight[p].pow(2).sum() + model.item.weight[n].pow(2).sum()
-                loss = -F.logsigmoid(diff).mean() + cfg.reg * ego / (2 * len(u))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+
+        def loss(idx: torch.Tensor) -> torch.Tensor:
+            u, p = users[idx], pos[idx]
+            n = sampler.draw(u)
+            user_final, item_final = model.propagate()
+            ue, pe, ne = user_final[u], item_final[p], item_final[n]
+            diff = ((ue * pe).sum(1) - (ue * ne).sum(1)).float()
+            ego = model.user.weight[u].pow(2).sum() + model.item.weight[p].pow(2).sum() + model.item.weight[n].pow(2).sum()
+            return -F.logsigmoid(diff).mean() + cfg.reg * ego.float() / (2 * len(u))
+
+        train(self.ctx, model, opt, loss, lambda: shuffled_batches(len(users), cfg.batch_size, gen, dev),
+              cfg.epochs, cfg.patience, cfg.eval_every)  # fmt: skip
 
     def score(self, batch: EvalBatch) -> torch.Tensor:
         user_final, item_final = self.model.final_embeddings()

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from bench.batching import NegativeSampler, shuffled_batches
 from bench.method import EvalBatch, Method
-from bench.training import Selection
+from bench.training import train
 
 
 @dataclass
@@ -63,18 +63,16 @@ class MF(Method):
         gen = self.ctx.torch_generator("mf", "train")
         sampler = NegativeSampler(users, pos, n_items, gen)
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        n = len(users)
-        for _ in Selection(self.ctx, self.model, cfg.epochs, cfg.patience, cfg.eval_every):
-            self.model.train()
-            for idx in shuffled_batches(n, cfg.batch_size, gen, dev):
-                u, p = users[idx], pos[idx]
-                neg = sampler.draw(u)
-                ue, pe, ne = self.model.user(u), self.model.item(p), self.model.item(neg)
-                diff = (ue * pe).sum(1) - (ue * ne).sum(1)
-                loss = -F.logsigmoid(diff).mean() + cfg.reg * (ue.pow(2).sum() + pe.pow(2).sum() + ne.pow(2).sum()) / len(u)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+
+        def loss(idx: torch.Tensor) -> torch.Tensor:
+            u, p = users[idx], pos[idx]
+            neg = sampler.draw(u)
+            ue, pe, ne = self.model.user(u), self.model.item(p), self.model.item(neg)
+            diff = ((ue * pe).sum(1) - (ue * ne).sum(1)).float()
+            return -F.logsigmoid(diff).mean() + cfg.reg * (ue.pow(2).sum() + pe.pow(2).sum() + ne.pow(2).sum()).float() / len(u)
+
+        train(self.ctx, self.model, opt, loss, lambda: shuffled_batches(len(users), cfg.batch_size, gen, dev),
+              cfg.epochs, cfg.patience, cfg.eval_every)  # fmt: skip
 
     def score(self, batch: EvalBatch) -> torch.Tensor:
         return self.model.user(batch.users) @ self.model.item.weight.T

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 
 from bench.errors import UserError
 from bench.batching import NegativeSampler, sequence_windows, shuffled_batches
-from bench.method import EvalBatch, Method
+from bench.method import Context, EvalBatch, Method
 from bench.split import Sequences
-from bench.training import Selection
+from bench.training import run_epoch, train
 
 
 @dataclass
@@ -100,11 +100,11 @@ class SASRecModel(torch.nn.Module):
         return h @ self.item.weight[1:].T
 
 
-def epoch_trainer(model: SASRecModel, cfg: SASRecConfig, train: Sequences, n_items: int, gen: torch.Generator, dev: torch.device) -> Callable[[], float]:
-    """Set up training of ``model`` on the ``train`` sequences and return a function that runs
-    one epoch (and returns its mean batch loss).  Used by :class:`SASRec` under validation-based
-    selection and by other methods that need a SASRec trained for a fixed number of epochs
-    (LETTER's collaborative item embeddings)."""
+def training_setup(model: SASRecModel, cfg: SASRecConfig, train: Sequences, n_items: int, gen: torch.Generator, dev: torch.device):
+    """Set up training of ``model`` on the ``train`` sequences for the shared loop
+    (:mod:`bench.training`): returns ``(model, optimizer, loss(idx), batches())``.  Used by
+    :class:`SASRec` under validation-based selection and by other methods that need a SASRec
+    trained for a fixed number of epochs (LETTER's collaborative item embeddings)."""
     inputs, targets, window_user = sequence_windows(train, cfg.max_len)
     inputs = torch.from_numpy(inputs + 1).to(dev)  # -1 padding -> 0
     targets = torch.from_numpy(targets).to(dev)
@@ -113,35 +113,33 @@ def epoch_trainer(model: SASRecModel, cfg: SASRecConfig, train: Sequences, n_ite
     sampler = NegativeSampler(torch.from_numpy(rows).to(dev), torch.from_numpy(items).to(dev), n_items, gen)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
 
-    def epoch() -> float:
-        model.train()
-        total = torch.zeros((), device=dev)
-        n_batches = 0
-        for idx in shuffled_batches(len(inputs), cfg.batch_size, gen, dev):
-            seq, tgt = inputs[idx], targets[idx]
-            width = int((tgt >= 0).sum(1).max())  # drop columns that are padding in every row
-            seq, tgt = seq[:, -width:], tgt[:, -width:]
-            h = model(seq)
-            mask = tgt >= 0
-            h, pos = h[mask], tgt[mask]
-            if cfg.loss == "ce":
-                loss = F.cross_entropy(model.item_logits(h), pos)
-            else:
-                users = window_user[idx].unsqueeze(1).expand_as(tgt)[mask]
-                neg = sampler.draw(users)
-                pos_logit = (h * model.item(pos + 1)).sum(-1)
-                neg_logit = (h * model.item(neg + 1)).sum(-1)
-                loss = F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit)) + F.binary_cross_entropy_with_logits(
-                    neg_logit, torch.zeros_like(neg_logit)
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.detach()
-            n_batches += 1
-        return float(total) / max(1, n_batches)
+    def loss(idx: torch.Tensor) -> torch.Tensor:
+        seq, tgt = inputs[idx], targets[idx]
+        width = int((tgt >= 0).sum(1).max())  # drop columns that are padding in every row
+        seq, tgt = seq[:, -width:], tgt[:, -width:]
+        h = model(seq)
+        mask = tgt >= 0
+        h, pos = h[mask], tgt[mask]
+        if cfg.loss == "ce":
+            return F.cross_entropy(model.item_logits(h).float(), pos)
+        users = window_user[idx].unsqueeze(1).expand_as(tgt)[mask]
+        neg = sampler.draw(users)
+        pos_logit = (h * model.item(pos + 1)).sum(-1).float()
+        neg_logit = (h * model.item(neg + 1)).sum(-1).float()
+        return F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit)) + F.binary_cross_entropy_with_logits(
+            neg_logit, torch.zeros_like(neg_logit)
+        )
 
-    return epoch
+    return model, opt, loss, lambda: shuffled_batches(len(inputs), cfg.batch_size, gen, dev)
+
+
+def epoch_trainer(model: SASRecModel, cfg: SASRecConfig, train: Sequences, n_items: int, gen: torch.Generator, dev: torch.device,
+                  ctx: Context | None = None) -> Callable[[], float]:  # fmt: skip
+    """A function that runs one epoch of the shared loop per call and returns its mean loss, for
+    a SASRec trained a fixed number of epochs without selection (LETTER's CF embeddings)."""
+    ctx = ctx or Context(device=torch.device(dev), seed=0, validate=dict)
+    model, opt, loss, batches = training_setup(model, cfg, train, n_items, gen, dev)
+    return lambda: run_epoch(ctx, model, opt, loss, batches())
 
 
 class SASRec(Method):
@@ -155,9 +153,9 @@ class SASRec(Method):
         self.model = SASRecModel(data.n_items, config).to(self.device)
 
     def fit(self) -> None:
-        epoch = epoch_trainer(self.model, self.config, self.data.train, self.data.n_items, self.ctx.torch_generator(self.name, "train"), self.device)
-        for _ in Selection(self.ctx, self.model, self.config.epochs, self.config.patience, self.config.eval_every):
-            epoch()
+        cfg = self.config
+        setup = training_setup(self.model, cfg, self.data.train, self.data.n_items, self.ctx.torch_generator(self.name, "train"), self.device)
+        train(self.ctx, *setup, cfg.epochs, cfg.patience, cfg.eval_every)
 
     def score(self, batch: EvalBatch) -> torch.Tensor:
         h = self.model(batch.history + 1)[:, -1]

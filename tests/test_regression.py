@@ -3,9 +3,9 @@ it with the stored reference records in tests/reference/quick with `bench compar
 
 Regenerate the reference after an intended change of results with::
 
-    python -m bench run --results-dir tests/reference/quick --device cpu --threads 1 --quiet --overwrite
+    python -m bench run --results-dir tests/reference/quick --device cpu --threads 1 --precision fp32 --quiet --overwrite
 
-One thread makes the CPU arithmetic independent of the machine's core count.
+One thread and fp32 make the CPU arithmetic independent of the machine's core count and bf16 support.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def test_reference_covers_the_quick_suite():
 def test_quick_suite_matches_reference(tmp_path, capsys):
     threads = torch.get_num_threads()
     out = tmp_path / "results"
-    argv = ["run", "--results-dir", str(out), "--device", "cpu", "--threads", "1", "--quiet", "--cache-dir", str(tmp_path / "cache")]
+    argv = ["run", "--results-dir", str(out), "--device", "cpu", "--threads", "1", "--precision", "fp32", "--quiet", "--cache-dir", str(tmp_path / "cache")]
     try:
         rc = main(argv)
     finally:
