@@ -92,6 +92,7 @@ class BERT4Rec(Method):
     name = "bert4rec"
     description = "BERT4Rec: bidirectional transformer, cloze training, [mask] appended at test time"
     Config = BERT4RecConfig
+    presets = {"cpu": {}}  # the defaults fit: one Scientific seed trains to early stopping on one core (docs/protocol.md §5)
     output = "scores"
 
     def __init__(self, config, data, ctx):

@@ -88,4 +88,5 @@ class Caser(LastItemsMethod):
     name = "caser"
     description = "Caser: horizontal + vertical convolutions over the last L items and a user embedding"
     Config = CaserConfig
+    presets = {"cpu": {}}  # the defaults fit: one Scientific seed trains to early stopping on one core (docs/protocol.md §5)
     Model = CaserModel

@@ -62,6 +62,7 @@ class GRU4Rec(Method):
     name = "gru4rec"
     description = "GRU4Rec (RecBole variant): GRU over the history, full softmax cross-entropy"
     Config = GRU4RecConfig
+    presets = {"cpu": {}}  # the defaults fit: one Scientific seed trains to early stopping on one core (docs/protocol.md §5)
     output = "scores"
 
     def __init__(self, config, data, ctx):

@@ -79,4 +79,5 @@ class HGN(LastItemsMethod):
     name = "hgn"
     description = "HGN: feature and instance gating over the last L items, user embedding, item-item product"
     Config = HGNConfig
+    presets = {"cpu": {}}  # the defaults fit: one Scientific seed trains to early stopping on one core (docs/protocol.md §5)
     Model = HGNModel

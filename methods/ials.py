@@ -61,6 +61,7 @@ class IALS(Method):
     name = "ials"
     description = "iALS (implicit library): weighted matrix factorization by alternating least squares"
     Config = IALSConfig
+    presets = {"cpu": {}}  # the defaults fit: one Scientific seed trains to early stopping on one core (docs/protocol.md §5)
     output = "scores"
 
     def __init__(self, config, data, ctx):

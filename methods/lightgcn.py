@@ -123,6 +123,7 @@ class LightGCN(Method):
     name = "lightgcn"
     description = "LightGCN: weight-free graph propagation on the user-item graph, BPR"
     Config = LightGCNConfig
+    presets = {"cpu": {}}  # the defaults fit: one Scientific seed trains to early stopping on one core (docs/protocol.md §5)
     output = "scores"
 
     def __init__(self, config, data, ctx):

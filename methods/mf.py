@@ -49,6 +49,7 @@ class MF(Method):
     name = "mf"
     description = "BPR matrix factorization"
     Config = MFConfig
+    presets = {"cpu": {}}  # the defaults fit: one Scientific seed trains to early stopping on one core (docs/protocol.md §5)
     output = "scores"
 
     def __init__(self, config, data, ctx):

@@ -19,6 +19,7 @@ class Pop(Method):
     name = "pop"
     description = "Most popular items in training (a sanity floor)"
     Config = PopConfig
+    presets = {"cpu": {}}  # the defaults fit: one Scientific seed trains to early stopping on one core (docs/protocol.md §5)
     output = "scores"
 
     def fit(self) -> None:

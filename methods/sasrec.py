@@ -146,6 +146,7 @@ class SASRec(Method):
     name = "sasrec"
     description = "SASRec, binary cross-entropy with one sampled negative (as in the papers' tables)"
     Config = SASRecConfig
+    presets = {"cpu": {}}  # the defaults fit: one Scientific seed trains to early stopping on one core (docs/protocol.md §5)
     output = "scores"
 
     def __init__(self, config, data, ctx):

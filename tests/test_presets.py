@@ -1,0 +1,72 @@
+"""Presets declared by the methods, applied by the harness; training precision."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from bench.cli import main
+from bench.config import resolve_config
+from bench.errors import UserError
+from bench.method import Context
+from bench.results import record_path
+from bench.runner import PRECISIONS, resolve_precision
+from methods import METHODS
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_declares_a_valid_cpu_preset(name: str) -> None:
+    cls = METHODS.get(name)
+    assert "cpu" in cls.presets, f"{name} declares no cpu preset"
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    for preset, values in cls.presets.items():
+        unknown = set(values) - fields
+        assert not unknown, f"{name} preset {preset!r} names options that do not exist: {unknown}"
+        config = resolve_config(cls, preset)  # coerces every value and runs the config's own checks
+        for key, value in values.items():
+            assert getattr(config, key) == (tuple(value) if isinstance(value, list) else value)
+
+
+def test_preset_then_overrides_win_and_unknown_presets_are_errors(monkeypatch) -> None:
+    cls = METHODS.get("mf")
+    monkeypatch.setattr(cls, "presets", {"cpu": {"dim": 32, "epochs": 7}})
+    config = resolve_config(cls, "cpu", {"dim": "16"})
+    assert config.dim == 16 and config.epochs == 7  # --set wins over the preset, the preset over the defaults
+    with pytest.raises(UserError, match=r"--preset 'gpu-big'.*'mf'.*it has: cpu"):
+        resolve_config(cls, "gpu-big")
+
+
+def test_preset_records_are_labelled_and_kept_apart(capsys, registered_tiny, monkeypatch) -> None:
+    monkeypatch.setattr(METHODS.get("mf"), "presets", {"cpu": {"dim": 8, "epochs": 2, "eval_every": 1}})
+    d = registered_tiny
+    rc = main(["run", "--methods", "mf", "--datasets", "tinyds", "--preset", "cpu", "--data-dir", str(d["data"]), "--no-download",
+               "--cache-dir", str(d["cache"]), "--results-dir", str(d["results"]), "--quiet", "--device", "cpu"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    rec = json.loads(record_path(d["results"], "tinyds", "mf", 0, "cpu").read_text())
+    assert rec["protocol"]["preset"] == "cpu" and rec["protocol"]["variant"] == "cpu"
+    assert rec["config"]["dim"] == 8 and rec["efficiency"]["precision"] in ("fp32", "bf16")
+
+
+def test_a_preset_a_method_lacks_is_refused_before_anything_runs(capsys, registered_tiny) -> None:
+    d = registered_tiny
+    rc = main(["run", "--methods", "mf", "--datasets", "tinyds", "--preset", "nonesuch", "--data-dir", str(d["data"]),
+               "--results-dir", str(d["results"]), "--no-download", "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--preset 'nonesuch'" in err[0] and not d["results"].exists()
+
+
+def test_precision_resolution_and_autocast() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", cpu) in ("fp32", "bf16") and "auto" in PRECISIONS
+    with pytest.raises(UserError, match="--precision 'fp16'"):
+        resolve_precision("fp16", cpu)
+    x = torch.randn(4, 8)
+    w = torch.randn(8, 3)
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        ctx = Context(device=cpu, seed=0, validate=dict, precision=precision)
+        with ctx.autocast():
+            assert (x @ w).dtype == dtype
