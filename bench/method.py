@@ -52,6 +52,7 @@ class Context:
     select_metric: str = "ndcg@10"
     progress: bool = False
     log: bool = False  # print one plain line per validation to stderr (when there are no progress bars)
+    label: str = ""  # names the run in progress bars and log lines, e.g. "[beauty tiger seed 0]"
     precision: str = "fp32"  # "fp32" or "bf16" (resolved by the harness from --precision): the training matmuls' type
     info: dict[str, Any] = field(default_factory=dict)  # training facts: the record's "training" section
     efficiency: dict[str, Any] = field(default_factory=dict)  # timings and counts: merged into the record's "efficiency"

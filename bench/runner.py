@@ -75,6 +75,11 @@ class RunConfig:
         return "+".join(v for v in ("mask-history" if self.mask_history else "", self.preset, self.tag) if v)
 
 
+def run_label(dataset: str, method: str, seed: int, variant: str = "") -> str:
+    """How progress bars and log lines name a run: ``[beauty@cpu tiger seed 0]``."""
+    return f"[{dataset}{'@' + variant if variant else ''} {method} seed {seed}]"
+
+
 @dataclass
 class RunSpec:
     """One (dataset, method, seed) run with the grid's settings: plain, picklable data."""
@@ -90,8 +95,7 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        variant = f"@{self.settings.variant}" if self.settings.variant else ""
-        return f"[{self.dataset}{variant} {self.method} seed {self.seed}]"
+        return run_label(self.dataset, self.method, self.seed, self.settings.variant)
 
 
 @dataclass
@@ -202,7 +206,7 @@ def build_method(method_cls: type[Method], split: Split, seed: int, cfg: RunConf
 
     ctx = Context(device=device, seed=derive_seed(seed, split.dataset.name, method_cls.name), validate=validate,
                   select_metric=cfg.select_metric, progress=cfg.progress, log=cfg.log and not cfg.progress,
-                  precision=resolve_precision(cfg.precision, device))  # fmt: skip
+                  precision=resolve_precision(cfg.precision, device), label=run_label(split.dataset.name, method_cls.name, seed, cfg.variant))  # fmt: skip
     seed_everything(ctx.seed)
     method = method_cls(config, train_data(split, cfg, source_dir), ctx)
     holder["valid"] = Evaluator(split.valid, method, tiebreak, cfg.eval_batch_size, cfg.progress, "valid", cfg.mask_history)

@@ -40,7 +40,7 @@ class Selection:
         self.epoch_seconds: list[float] = []
         self.curve: list[tuple[int, float]] = []
         self._t0 = 0.0
-        self.bar = tqdm(total=epochs, desc="train", disable=not ctx.progress or None, leave=False)
+        self.bar = tqdm(total=epochs, desc=f"{ctx.label} train".strip(), disable=not ctx.progress or None, leave=False)
 
     def __iter__(self):
         for epoch in range(1, self.epochs + 1):
@@ -68,7 +68,7 @@ class Selection:
         self.bar.set_postfix({self.ctx.select_metric: f"{value:.4f}", "best": f"{max(value, self.best_value):.4f}"})
         if self.ctx.log:
             best, at = (value, epoch) if value > self.best_value else (self.best_value, self.best_epoch)
-            print(f"  epoch {epoch}/{self.epochs}: valid {self.ctx.select_metric} {value:.4f} (best {best:.4f} at {at}), "
+            print(f"{self.ctx.label or ' '} epoch {epoch}/{self.epochs}: valid {self.ctx.select_metric} {value:.4f} (best {best:.4f} at {at}), "
                   f"{sum(self.epoch_seconds) / len(self.epoch_seconds):.1f} s/epoch", file=sys.stderr, flush=True)
         if value > self.best_value:
             self.best_value, self.best_epoch, self.bad = value, epoch, 0

@@ -245,3 +245,28 @@ def test_a_killed_worker_leaves_nothing_partial_and_the_grid_completes(tmp_path:
     out, err = again.communicate(timeout=600)
     assert again.returncode == 0, err
     assert "1 run(s) written" in out and is_complete(claim.with_name("seed0.json")) and not claim.exists()
+
+
+@needs_ml100k
+@pytest.mark.slow
+def test_ctrl_c_stops_every_worker_promptly_and_leaves_nothing(tmp_path: Path) -> None:
+    import signal
+
+    args = [sys.executable, "-m", "bench", "run", "--datasets", "ml-100k", "--cache-dir", str(tmp_path / "cache"), "--no-download",
+            "--results-dir", str(tmp_path / "results"), "--device", "cpu", "--jobs", "2", "--methods", "mf", "--seeds", "0,1",
+            "--set", "mf.epochs=500", "--set", "mf.patience=1000", "--set", "mf.eval_every=100"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True)
+    results = tmp_path / "results" / "ml-100k" / "mf"
+    deadline = time.monotonic() + 180
+    while len(list(results.glob("*.claim"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(list(results.glob("*.claim"))) == 2, proc.communicate()
+    time.sleep(2)  # both workers are training
+    start = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: SIGINT to the whole foreground group
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - start < 20  # promptly, not after the runs finish
+    assert "interrupted" in err
+    assert not list(results.glob("*.claim")) and not list(results.glob("*.json")) and not list(results.glob("*.npz"))
+    assert not list(results.glob(".*tmp*"))
