@@ -238,8 +238,18 @@ def cmd_leaderboard(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from bench.compare import compare, parse_tolerances
+    from bench.compare import compare, parse_pairs, parse_tolerances, significance
 
+    if args.pairs:
+        if not args.dataset:
+            raise UserError("--pairs needs --dataset TABLE (e.g. scientific@cpu)")
+        _, text = significance(Path(args.results_dir), args.dataset, parse_pairs(args.pairs), args.metric)
+        print(text)
+        if args.output:
+            Path(args.output).write_text(f"# Paired tests\n\n{text}\n")
+        return 0
+    if not args.baseline or not args.candidate:
+        raise UserError("compare: give --baseline DIR --candidate DIR (regression check), or --pairs with --dataset (paired tests)")
     ok, table = compare(Path(args.baseline), Path(args.candidate), parse_tolerances(args.tol or []))
     print(table)
     return 0 if ok else 1
@@ -313,9 +323,15 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--check", action="store_true", help="exit 1 when the file is not what would be generated")
     lb.set_defaults(func=cmd_leaderboard)
 
-    c = sub.add_parser("compare", help="compare a candidate results dir with a baseline; exit 1 on a regression")
-    c.add_argument("--baseline", required=True)
-    c.add_argument("--candidate", required=True)
+    c = sub.add_parser("compare", help="regression check of a candidate results dir against a baseline (exit 1 on a regression), "
+                                       "or paired per-user tests between methods with Holm's correction (--pairs)")
+    c.add_argument("--baseline", help="regression check: the reference results directory")
+    c.add_argument("--candidate", help="regression check: the results directory to check")
+    c.add_argument("--pairs", help="paired tests: METHOD:BASELINE,... within one table, Holm-corrected over the pairs")
+    c.add_argument("--results-dir", default="results", help="paired tests: where the records are (default: results)")
+    c.add_argument("--dataset", help="paired tests: the leaderboard table, e.g. scientific@cpu")
+    c.add_argument("--metric", default="ndcg@10", help="paired tests: the per-user metric (default: ndcg@10)")
+    c.add_argument("--output", help="paired tests: also write the table as Markdown")
     c.add_argument("--tol", action="append", metavar="METRIC=ABS", help="absolute tolerance for a metric (default 0.01; '*' for all)")
     c.set_defaults(func=cmd_compare)
     return p

@@ -90,3 +90,83 @@ def compare(baseline: Path, candidate: Path, tolerances: dict[str, float]) -> tu
     table = tabulate(rows, headers=["dataset", "method", "seed", "metric", "baseline", "candidate", "delta", "tol", "paired p", "status"], tablefmt="simple")
     summary = f"\n{'PASS' if ok else 'FAIL'}: {len(base)} baseline record(s) compared" + (f"; {len(extra)} candidate-only record(s) ignored" if extra else "")
     return ok, table + summary
+
+
+# ---- paired significance between methods, with Holm's correction over the family -------------
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values: step-down over the sorted p-values, made monotone,
+    capped at 1; in the order given."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def parse_pairs(value: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in [v.strip() for v in value.split(",") if v.strip()]:
+        a, sep, b = item.partition(":")
+        if not sep or not a or not b:
+            raise UserError(f"--pairs {item!r}: expected METHOD:BASELINE, e.g. letter-tiger:tiger")
+        pairs.append((a, b))
+    if not pairs:
+        raise UserError("--pairs: expected comma-separated METHOD:BASELINE pairs")
+    return pairs
+
+
+def _per_user_mean(records: list, metric: str) -> np.ndarray:
+    """The per-user value of ``metric`` averaged over the given seeds' records (same users)."""
+    return np.mean([per_user(r.ranks())[metric] for r in records], axis=0)
+
+
+def significance(results_dir: Path, table: str, pairs: list[tuple[str, str]], metric: str = "ndcg@10") -> tuple[list[dict], str]:
+    """Paired per-user tests of each (method, baseline) pair in one leaderboard table: the
+    per-user metric is averaged over the seeds both have, then compared user by user with a
+    paired t-test and a Wilcoxon signed-rank test; Holm's correction runs over the family of
+    pairs (on the Wilcoxon p-values).  Returns the rows and a printable table."""
+    from scipy.stats import ttest_rel
+
+    if metric not in METRIC_KEYS:
+        raise UserError(f"--metric {metric!r}: expected one of {', '.join(METRIC_KEYS)}")
+    records = [r for r in load_records(results_dir) if r.table == table]
+    if not records:
+        raise UserError(f"--dataset {table!r}: no records in {results_dir} (tables are named like scientific or scientific@cpu)")
+    by_method: dict[str, dict[int, object]] = {}
+    for r in records:
+        by_method.setdefault(r.data["method"], {})[int(r.data["seed"])] = r
+    rows = []
+    for a, b in pairs:
+        for m in (a, b):
+            if m not in by_method:
+                raise UserError(f"--pairs: no records of method {m!r} in table {table!r} (have: {', '.join(sorted(by_method))})")
+        seeds = sorted(set(by_method[a]) & set(by_method[b]))
+        if not seeds:
+            raise UserError(f"--pairs {a}:{b}: the two methods share no seed in table {table!r}")
+        ra, rb = [by_method[a][s] for s in seeds], [by_method[b][s] for s in seeds]
+        prints = {r.data.get("provenance", {}).get("data_fingerprint") for r in ra + rb}
+        if len(prints) > 1:
+            raise UserError(f"--pairs {a}:{b}: records on different data (fingerprints {sorted(map(str, prints))})")
+        ua, ub = _per_user_mean(ra, metric), _per_user_mean(rb, metric)
+        if ua.shape != ub.shape:
+            raise UserError(f"--pairs {a}:{b}: different test users ({len(ua)} vs {len(ub)})")
+        same = np.allclose(ua, ub)
+        rows.append({"method": a, "baseline": b, "seeds": seeds, "users": len(ua), "value": float(ua.mean()),
+                     "baseline_value": float(ub.mean()), "delta": float(ua.mean() - ub.mean()),
+                     "relative": float(ua.mean() / ub.mean() - 1) if ub.mean() > 0 else None,
+                     "t_p": 1.0 if same else float(ttest_rel(ua, ub).pvalue), "wilcoxon_p": paired_p_value(ua, ub)})  # fmt: skip
+    for row, adjusted in zip(rows, holm([r["wilcoxon_p"] for r in rows])):
+        row["holm_p"] = adjusted
+        row["significant"] = adjusted < ALPHA
+    text = tabulate(
+        [[f"{r['method']} vs {r['baseline']}", ",".join(map(str, r["seeds"])), r["users"], f"{r['value']:.4f}", f"{r['baseline_value']:.4f}",
+          f"{r['delta']:+.4f}" + (f" ({r['relative']:+.1%})" if r["relative"] is not None else ""), f"{r['t_p']:.3g}",
+          f"{r['wilcoxon_p']:.3g}", f"{r['holm_p']:.3g}", "yes" if r["significant"] else "no"] for r in rows],
+        headers=["pair", "seeds", "users", metric, "baseline", "delta", "paired t p", "Wilcoxon p", f"Holm p ({len(rows)} pairs)",
+                 f"significant (α={ALPHA})"],
+        tablefmt="github",
+    )  # fmt: skip
+    return rows, f"{table}, {metric}, per-user values averaged over the seeds both methods have\n\n{text}"
