@@ -118,16 +118,61 @@ def _masked_table(methods: dict[str, list[Record]]) -> list[str]:
     ]
 
 
+def _published_table(dataset: str, methods: dict[str, list[Record]]) -> list[str]:
+    """"Paper" rows of this dataset beside ours: classical rows against our history-masked
+    supplement (their evaluation code masks), generative rows against our headline metrics."""
+    from bench.published import published_for
+
+    if "@" in dataset:
+        return []
+    rows = []
+    keys = ("recall@10", "ndcg@10")
+    for p in published_for(dataset):
+        rs = methods.get(p.method, [])
+        field = "test_metrics_history_masked" if p.compare_with == "masked" else "metrics"
+        ours = [_mean_std([(r.data.get(field) or {}).get(k) for r in rs]) if rs else None for k in keys]
+        rows.append([f"paper: {p.label}", p.method, "history-masked supplement" if p.compare_with == "masked" else "headline"]
+                    + [f"{p.metrics[k]:.4f}" for k in keys] + [_fmt(o, False) if rs else "not run" for o in ours]
+                    + [p.source])  # fmt: skip
+    if not rows:
+        return []
+    return [
+        "Published numbers on this split (leave-one-out, full ranking) beside ours, each compared with the metrics evaluated the way "
+        "the paper's code did (docs/protocol.md §2; sources in `bench/published.py`):",
+        "",
+        tabulate(rows, headers=["paper row", "our method", "compared with our", "paper recall@10", "paper ndcg@10", "ours recall@10",
+                                "ours ndcg@10", "source"], tablefmt="github", disable_numparse=True),  # fmt: skip
+        "",
+    ]
+
+
+def _footnotes(methods: dict[str, list[Record]]) -> list[str]:
+    """Each method's own caveat for readers of the board (``Method.footnote``)."""
+    from methods import METHODS
+
+    notes = []
+    for m in sorted(methods):
+        try:
+            note = getattr(METHODS.get(m), "footnote", "")
+        except Exception:  # no longer registered
+            note = ""
+        if note:
+            notes.append(f"- `{m}`: {note}")
+    return ["Notes:", "", *notes, ""] if notes else []
+
+
 def _non_default(records: list[Record]) -> str:
     """The config values of these records that differ from the method's current defaults
     (``key=value``, union over seeds), "defaults" when there are none: epoch caps, smaller
     models, and records made before a default changed are visible at a glance."""
+    from bench.config import resolve_config
     from methods import METHODS
 
+    preset = records[0].data.get("protocol", {}).get("preset", "")
     try:
-        defaults = dataclasses.asdict(METHODS.get(records[0].data["method"]).Config())
-    except Exception:  # a method that is no longer registered: its records cannot be compared
-        return "method not registered"
+        defaults = dataclasses.asdict(resolve_config(METHODS.get(records[0].data["method"]), preset))
+    except Exception:  # a method that is no longer registered (or a preset it dropped): its records cannot be compared
+        return "method not registered" if preset == "" else f"preset {preset!r} not declared"
     diffs = set()
     for r in records:
         config = r.data.get("config", {})
@@ -169,6 +214,12 @@ def render_leaderboard(results_dir: Path) -> str:
         fingerprints = sorted({str(r.data.get("provenance", {}).get("data_fingerprint")) for rs in methods.values() for r in rs})
         lines.append(f"## {dataset}")
         lines.append("")
+        presets = sorted({r.data.get("protocol", {}).get("preset", "") for rs in methods.values() for r in rs} - {""})
+        if presets:
+            lines.append(f"Preset runs ({', '.join(presets)}): each method's declared preset of that name (in its own module; "
+                         "`python -m bench list`), e.g. a reduced model for a CPU; `config ≠ defaults` compares with the preset. "
+                         "Not comparable with the runs at the defaults.")
+            lines.append("")
         tags = sorted({r.data.get("protocol", {}).get("tag", "") for rs in methods.values() for r in rs} - {""})
         if tags:
             lines.append(f"Tagged runs ({', '.join(tags)}): made with non-default settings (each record's `config` says which), "
@@ -207,7 +258,9 @@ def render_leaderboard(results_dir: Path) -> str:
         lines.append(tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True))
         lines.append("")
         lines.extend(_masked_table(methods))
+        lines.extend(_published_table(dataset, methods))
         lines.extend(_codebook_table(methods))
+        lines.extend(_footnotes(methods))
     return "\n".join(lines).rstrip() + "\n"
 
 

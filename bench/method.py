@@ -93,6 +93,7 @@ class Method(abc.ABC):
     # declares ``cpu``: one seed on Scientific trains to early stopping within about 45 minutes on
     # one core (docs/protocol.md, "Presets").  Records of a preset are kept apart (``<dataset>@<preset>``).
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    footnote: ClassVar[str] = ""  # a caveat the leaderboard prints under every table holding this method
 
     def __init__(self, config: Any, data: TrainData, ctx: Context):
         self.config = config

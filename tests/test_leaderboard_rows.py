@@ -1,0 +1,41 @@
+"""Leaderboard rows that come from outside our records: published numbers and footnotes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bench.leaderboard import render_leaderboard
+from bench.results import record_path, write_record
+from methods import METHODS
+
+
+def _record(results: Path, method: str, seed: int, headline: float, masked: float | None, preset: str = "") -> None:
+    metrics = {k: headline for k in ("recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20", "hit@100")}
+    rec = {"dataset": "beauty", "method": method, "seed": seed, "metrics": metrics, "protocol": {"variant": preset, "preset": preset},
+           "config": {}, "efficiency": {}}  # fmt: skip
+    if masked is not None:
+        rec["test_metrics_history_masked"] = {k: masked for k in metrics}
+    write_record(record_path(results, "beauty", method, seed, preset), rec, np.array([1, 0]), "fp")
+
+
+def test_paper_rows_sit_beside_the_metrics_evaluated_their_way(tmp_path: Path, monkeypatch) -> None:
+    _record(tmp_path, "mf", 0, 0.02, 0.04)
+    _record(tmp_path, "mf", 1, 0.02, 0.05)
+    _record(tmp_path, "tiger", 0, 0.06, None)
+    monkeypatch.setattr(METHODS.get("tiger"), "footnote", "a caveat about tiger", raising=False)
+    text = render_leaderboard(tmp_path)
+    mf = next(line for line in text.splitlines() if line.startswith("| paper: MF "))
+    assert "history-masked supplement" in mf and "0.0474" in mf and "0.0450 ± 0.0071" in mf  # ours: the masked mean over 2 seeds
+    tiger = next(line for line in text.splitlines() if line.startswith("| paper: TIGER "))
+    assert "headline" in tiger and "0.0648" in tiger and "0.0600" in tiger
+    assert "| paper: LightGCN" in text and "not run" in text
+    assert "- `tiger`: a caveat about tiger" in text
+
+
+def test_preset_tables_compare_configs_with_the_preset(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(METHODS.get("pop"), "presets", {"cpu": {}})
+    _record(tmp_path, "pop", 0, 0.01, 0.01, preset="cpu")
+    text = render_leaderboard(tmp_path)
+    assert "## beauty@cpu" in text and "Preset runs (cpu)" in text and "| paper:" not in text.split("## beauty@cpu")[1]
