@@ -2,7 +2,10 @@
 
 Item embeddings (dropout on them), a GRU over the history, a linear map from the GRU
 state to the embedding size, and a dot product with the (shared) item embeddings scores
-every item.  Loss: full softmax cross-entropy on the next item (RecBole's default).
+every item.  ``gru4rec``: full softmax cross-entropy on the next item (RecBole's default).
+``gru4rec-top1``: the paper's TOP1 ranking loss against in-batch negatives (the other
+targets of the mini-batch, as the paper's session-parallel mini-batches use them); ``loss =
+"bpr"`` gives the paper's other loss.
 Training reads the same right-aligned windows as SASRec (``sequence_windows``) and takes
 the loss at every position: the GRU is causal, so position t sees exactly the prefix that
 RecBole would feed as a separate example.  Sequences are left-aligned before the GRU so
@@ -17,6 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.batching import left_align, sequence_windows, shuffled_batches
+from bench.errors import UserError
+from bench.losses import sampled_loss
 from bench.method import EvalBatch, Method
 from bench.training import train
 
@@ -34,6 +39,11 @@ class GRU4RecConfig:
     epochs: int = 100
     patience: int = 10  # RecBole stopping_step
     eval_every: int = 1
+    loss: str = "ce"  # "ce" (RecBole), or the paper's in-batch ranking losses "top1" / "bpr"
+
+    def __post_init__(self):
+        if self.loss not in ("ce", "top1", "bpr"):
+            raise UserError(f"option gru4rec.loss: expected 'ce', 'top1' or 'bpr', got {self.loss!r}")
 
 
 class GRU4RecModel(torch.nn.Module):
@@ -83,7 +93,15 @@ class GRU4Rec(Method):
             width = int(lengths[idx].max())  # drop columns that are padding in every row
             seq, tgt = inputs[idx, :width], targets[idx, :width]
             mask = tgt >= 0
-            return F.cross_entropy(self.model.item_logits(self.model(seq)[mask]).float(), tgt[mask])
+            h, tgt = self.model(seq)[mask], tgt[mask]
+            if cfg.loss == "ce":
+                return F.cross_entropy(self.model.item_logits(h).float(), tgt)
+            # in-batch negatives: every other distinct target of this mini-batch
+            others, own = torch.unique(tgt, return_inverse=True)
+            scores = h @ self.model.item.weight[others + 1].T  # (N, distinct targets)
+            pos = scores.gather(1, own.unsqueeze(1)).squeeze(1)
+            not_own = torch.arange(len(others), device=dev).unsqueeze(0) != own.unsqueeze(1)
+            return sampled_loss(cfg.loss, pos, scores, not_own)
 
         train(self.ctx, self.model, opt, loss, lambda: shuffled_batches(len(inputs), cfg.batch_size, gen, dev),
               cfg.epochs, cfg.patience, cfg.eval_every)  # fmt: skip
@@ -95,3 +113,14 @@ class GRU4Rec(Method):
         h = self.model(seq[:, :width])
         last = h[torch.arange(len(h), device=h.device), lengths - 1]
         return self.model.item_logits(last)
+
+
+@dataclass
+class GRU4RecTOP1Config(GRU4RecConfig):
+    loss: str = "top1"
+
+
+class GRU4RecTOP1(GRU4Rec):
+    name = "gru4rec-top1"
+    description = "GRU4Rec with the paper's TOP1 loss against in-batch negatives"
+    Config = GRU4RecTOP1Config

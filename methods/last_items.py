@@ -2,8 +2,10 @@
 
 A subclass names its ``Model`` (``Model(n_users, n_items, config)`` with
 ``forward(users, items)`` -> hidden and ``logits(hidden)`` -> (B, n_items)); this base trains
-it with full-softmax cross-entropy on the next-item windows of every training sequence and
-scores a test user from the last ``max_len`` history items.
+it on the next-item windows of every training sequence, with full-softmax cross-entropy
+(``loss = "ce"``, RecBole's default) or its paper's sampled loss (``"bce"``: Caser; ``"bpr"``:
+HGN) against ``negatives`` uniformly drawn items the user never trained on
+(:mod:`bench.losses`), and scores a test user from the last ``max_len`` history items.
 """
 
 from __future__ import annotations
@@ -13,9 +15,18 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from bench.batching import last_item_windows, shuffled_batches
+from bench.batching import NegativeSampler, last_item_windows, shuffled_batches
+from bench.errors import UserError
+from bench.losses import SAMPLED_LOSSES, sampled_loss
 from bench.method import EvalBatch, Method
 from bench.training import train
+
+
+def check_loss(section: str, loss: str, negatives: int) -> None:
+    if loss not in ("ce", *SAMPLED_LOSSES):
+        raise UserError(f"option {section}.loss: expected 'ce' (full softmax) or one of {', '.join(SAMPLED_LOSSES)}, got {loss!r}")
+    if negatives < 1:
+        raise UserError(f"option {section}.negatives: expected >= 1, got {negatives}")
 
 
 class LastItemsMethod(Method):
@@ -35,8 +46,20 @@ class LastItemsMethod(Method):
         gen = self.ctx.torch_generator(self.name, "train")
         opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-        def loss(idx: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(self.model.logits(self.model(users[idx], inputs[idx])).float(), targets[idx])
+        if cfg.loss == "ce":
+
+            def loss(idx: torch.Tensor) -> torch.Tensor:
+                return F.cross_entropy(self.model.logits(self.model(users[idx], inputs[idx])).float(), targets[idx])
+
+        else:
+            rows, items = self.data.train.user_item_pairs()
+            sampler = NegativeSampler(torch.from_numpy(rows).to(dev), torch.from_numpy(items).to(dev), self.data.n_items, gen)
+
+            def loss(idx: torch.Tensor) -> torch.Tensor:
+                u = users[idx]
+                logits = self.model.logits(self.model(u, inputs[idx]))
+                neg = sampler.draw(u.unsqueeze(1), (len(idx), cfg.negatives))
+                return sampled_loss(cfg.loss, logits.gather(1, targets[idx].unsqueeze(1)).squeeze(1), logits.gather(1, neg))
 
         train(self.ctx, self.model, opt, loss, lambda: shuffled_batches(len(targets), cfg.batch_size, gen, dev),
               cfg.epochs, cfg.patience, cfg.eval_every)  # fmt: skip

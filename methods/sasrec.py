@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from bench.errors import UserError
 from bench.batching import NegativeSampler, sequence_windows, shuffled_batches
+from bench.losses import sampled_loss
 from bench.method import Context, EvalBatch, Method
 from bench.split import Sequences
 from bench.training import run_epoch, train
@@ -124,11 +125,7 @@ def training_setup(model: SASRecModel, cfg: SASRecConfig, train: Sequences, n_it
             return F.cross_entropy(model.item_logits(h).float(), pos)
         users = window_user[idx].unsqueeze(1).expand_as(tgt)[mask]
         neg = sampler.draw(users)
-        pos_logit = (h * model.item(pos + 1)).sum(-1).float()
-        neg_logit = (h * model.item(neg + 1)).sum(-1).float()
-        return F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit)) + F.binary_cross_entropy_with_logits(
-            neg_logit, torch.zeros_like(neg_logit)
-        )
+        return sampled_loss("bce", (h * model.item(pos + 1)).sum(-1), (h * model.item(neg + 1)).sum(-1, keepdim=True))
 
     return model, opt, loss, lambda: shuffled_batches(len(inputs), cfg.batch_size, gen, dev)
 
