@@ -80,6 +80,8 @@ def cmd_run(args) -> int:
     _check_device(args.device)
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads {args.threads}: expected a positive integer")
+    if args.eval_users < 0:
+        raise UserError(f"--eval-users {args.eval_users}: expected a positive number of users (0 = all)")
     if args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: expected a positive integer")
     gpus = _gpus(args.gpus)
@@ -128,6 +130,7 @@ def cmd_run(args) -> int:
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         download=not args.no_download,
         precision=args.precision,
+        eval_users=args.eval_users,
         threads=args.threads if args.threads is not None else grid.threads_per_job(len(gpus) if gpus else args.jobs),
         progress=tty and not args.quiet,
         log=not tty and not args.quiet,
@@ -281,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="training matmuls: auto = bf16 where the device has it natively (CUDA, CPUs with AVX512-BF16/AMX), "
                         "else fp32; logits and losses stay fp32")
+    r.add_argument("--eval-users", type=int, default=0,
+                   help="validate and test on a seeded sample of N users, the same for every method (for expensive methods); "
+                        "records kept apart under <dataset>@users<N>")
     r.add_argument("--dry-run", action="store_true", help="print the plan (runs, skips, datasets, estimates) and exit")
     r.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (default: 1)")
     r.add_argument("--gpus", default=None, help="comma-separated GPU indices; each job gets one through CUDA_VISIBLE_DEVICES")

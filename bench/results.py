@@ -95,7 +95,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     _atomic(path, lambda f: f.write(data))
 
 
-def write_record(path: Path, record: dict, ranks: np.ndarray, fingerprint: str, run_id: str | None = None) -> None:
+def write_record(path: Path, record: dict, ranks: np.ndarray, fingerprint: str, run_id: str | None = None,
+                 users: np.ndarray | None = None) -> None:  # fmt: skip
     """Write the per-user ranks, then the record; each atomically, both stamped with ``run_id``.
 
     An existing record is removed first: were it kept, a failure between the two writes
@@ -105,8 +106,9 @@ def write_record(path: Path, record: dict, ranks: np.ndarray, fingerprint: str, 
     run_id = run_id or new_run_id()
     rp = ranks_path(path)
     path.unlink(missing_ok=True)
+    extra = {"users": np.asarray(users, dtype=np.int32)} if users is not None else {}  # a sample: which users
     _atomic(rp, lambda f: np.savez_compressed(f, ranks=np.asarray(ranks, dtype=np.uint8), fingerprint=np.array(fingerprint),
-                                               run_id=np.array(run_id)))
+                                               run_id=np.array(run_id), **extra))
     record = dict(record, run_id=run_id, per_user=rp.name, schema=SCHEMA_VERSION)
     text = json.dumps(_clean(record), indent=1, sort_keys=False) + "\n"
     _atomic(path, lambda f: f.write(text.encode()))

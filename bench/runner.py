@@ -19,7 +19,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from bench.method import Context, Method, TrainData, seed_sequence
 from bench.metrics import MAX_RANK, METRIC_KEYS, summarize, tiebreak_order
 from bench.results import Claim, claim_path, codebook_plot_path, is_complete, new_run_id, record_path, temp_name, write_record
 from bench.semantic_ids import SemanticIDs
-from bench.split import Split
+from bench.split import Split, sample_rows
 
 PROTOCOL = {
     "split": "leave-one-out (last item test, second-to-last validation)",
@@ -68,11 +68,13 @@ class RunConfig:
     download: bool = True
     threads: int | None = None  # torch CPU threads in the process that trains (None = torch's default: all cores)
     precision: str = "auto"  # "auto" (bf16 where the device supports it natively), "fp32" or "bf16"
+    eval_users: int = 0  # validate and test on a seeded sample of this many users, the same for every method (0 = all)
     claim_stale_after: float = 600.0  # seconds without a heartbeat after which another worker may take a run over
 
     @property
     def variant(self) -> str:
-        return "+".join(v for v in ("mask-history" if self.mask_history else "", self.preset, self.tag) if v)
+        users = f"users{self.eval_users}" if self.eval_users else ""
+        return "+".join(v for v in ("mask-history" if self.mask_history else "", self.preset, users, self.tag) if v)
 
 
 def run_label(dataset: str, method: str, seed: int, variant: str = "") -> str:
@@ -192,10 +194,21 @@ def train_data(split: Split, cfg: RunConfig, source_dir: Path | None = None) -> 
                      cfg.cache_dir, source_dir)  # fmt: skip
 
 
+def evaluated(split: Split, cfg: RunConfig) -> tuple[Split, np.ndarray | None]:
+    """The split whose validation and test sets hold only the ``--eval-users`` sample (and the
+    sampled users' rows), or the split itself and None when every user is evaluated."""
+    if not cfg.eval_users or cfg.eval_users >= len(split.test.targets):
+        return split, None
+    rows = sample_rows(len(split.test.targets), cfg.eval_users, split.dataset.name)
+    return replace(split, valid=split.valid.subset(rows), test=split.test.subset(rows)), rows
+
+
 def build_method(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig, device: torch.device,
                  source_dir: Path | None = None) -> tuple[Method, dict]:  # fmt: skip
     """Instantiate a method with its config (defaults, preset, overrides) and a context whose
-    ``validate`` runs the harness's evaluator on the validation split."""
+    ``validate`` runs the harness's evaluator on the validation split (the ``--eval-users``
+    sample where one is asked for)."""
+    split, _ = evaluated(split, cfg)
     config = resolve_config(method_cls, cfg.preset, cfg.overrides.get(method_cls.name, {}))
     tiebreak = tiebreak_order(split.n_items, derive_seed(seed, split.dataset.name, "tiebreak"))
     holder: dict = {}
@@ -233,7 +246,8 @@ def execute(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig, d
         ctx.synchronize()
         fit_seconds = time.perf_counter() - t0
         valid_metrics = ctx.validate()
-        test_eval = Evaluator(split.test, method, parts["tiebreak"], cfg.eval_batch_size, cfg.progress, "test", cfg.mask_history)
+        test_set, sampled = evaluated(split, cfg)
+        test_eval = Evaluator(test_set.test, method, parts["tiebreak"], cfg.eval_batch_size, cfg.progress, "test", cfg.mask_history)
         test = test_eval.run()
         memory = mem.read()
     metrics = summarize(test.ranks, test.list_depth, split.n_items)
@@ -276,6 +290,7 @@ def execute(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig, d
             "tag": cfg.tag,
             "select_metric": cfg.select_metric,
             "users_evaluated": test.users,
+            "eval_users": cfg.eval_users or None,  # a seeded sample of test users (None = all of them)
             "output": method.output,
         },
         "efficiency": efficiency,
@@ -312,7 +327,8 @@ def execute(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig, d
         finally:
             tmp.unlink(missing_ok=True)
         record["codebook_plot"] = png.name
-    write_record(path, record, test.ranks, split.dataset.fingerprint, run_id)
+    users = test_set.test.input.users if sampled is not None else None  # which users the ranks belong to
+    write_record(path, record, test.ranks, split.dataset.fingerprint, run_id, users)
     return path
 
 

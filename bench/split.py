@@ -11,6 +11,7 @@ The targets of an :class:`EvalSet` are kept by the harness; methods receive only
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,10 @@ class Sequences:
         out[valid] = self.items[idx[valid]]
         return out
 
+    def take(self, rows: np.ndarray) -> Sequences:
+        """The given rows, in the given order."""
+        return _cut(self.offsets, self.items, np.asarray(rows, dtype=np.int64), drop_last=0)
+
     def user_item_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """(row, item) for every element, in order."""
         rows = np.repeat(np.arange(self.n, dtype=np.int64), self.lengths)
@@ -71,6 +76,20 @@ class EvalInput:
 class EvalSet:
     input: EvalInput
     targets: np.ndarray  # (n,) item indices -- harness only
+
+    def subset(self, rows: np.ndarray) -> EvalSet:
+        rows = np.asarray(rows, dtype=np.int64)
+        return EvalSet(EvalInput(self.input.users[rows], self.input.history.take(rows)), self.targets[rows])
+
+
+def sample_rows(n: int, k: int, dataset: str) -> np.ndarray:
+    """A seeded sample of ``k`` of ``n`` evaluated users (sorted row indices), derived from the
+    dataset's name and ``k`` only: the same users for every method and every seed, so that
+    records made on a sample compare user by user (``--eval-users``, docs/protocol.md §2)."""
+    if k <= 0 or k >= n:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng(np.random.SeedSequence([k, zlib.crc32(dataset.encode()), zlib.crc32(b"eval-users")]))
+    return np.sort(rng.choice(n, size=k, replace=False)).astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -194,7 +194,7 @@ def test_shuffled_batches_is_a_seeded_permutation() -> None:
 def test_eval_types_carry_no_targets() -> None:
     assert {f.name for f in dataclasses.fields(EvalInput)} == {"users", "history"}
     assert {f.name for f in dataclasses.fields(EvalBatch)} == {"users", "history", "lengths"}
-    assert {f.name for f in dataclasses.fields(TrainData)} == {"train", "n_users", "n_items", "item_text", "item_value", "dataset", "item_ids", "data_dir"}
+    assert {f.name for f in dataclasses.fields(TrainData)} == {"train", "n_users", "n_items", "item_text", "item_value", "dataset", "item_ids", "data_dir", "cache_dir", "source_dir"}
 
 
 def _arrays_reachable(obj, seen=None):
@@ -285,3 +285,33 @@ def test_a_method_never_sees_a_target(tmp_path) -> None:
     # at test time the history includes the validation target (s[:-1]) but never the test target
     assert canary_valid <= ints_in(seen["test"])
     assert not ints_in(seen["test"]) & canary_test
+
+
+def test_eval_users_sample_is_shared_by_methods_and_kept_apart(tiny_split, run_cfg) -> None:
+    import json
+
+    from bench.results import ranks_path
+    from bench.runner import evaluated, execute
+    from bench.split import sample_rows
+    from methods import METHODS
+
+    n = len(tiny_split.test.targets)
+    rows = sample_rows(n, 10, "tiny")
+    assert len(rows) == 10 and np.array_equal(rows, sample_rows(n, 10, "tiny")) and np.all(np.diff(rows) > 0)
+    assert not np.array_equal(rows, sample_rows(n, 10, "other"))  # per dataset
+    assert np.array_equal(sample_rows(n, 0, "tiny"), np.arange(n)) and np.array_equal(sample_rows(n, n + 5, "tiny"), np.arange(n))
+    cfg = run_cfg(eval_users=10)
+    sub, picked = evaluated(tiny_split, cfg)
+    assert np.array_equal(picked, rows) and np.array_equal(sub.test.targets, tiny_split.test.targets[rows])
+    assert np.array_equal(sub.valid.input.users, sub.test.input.users)  # the same users validate and test
+    assert np.array_equal(sub.test.input.history[3], tiny_split.test.input.history[int(rows[3])])
+    users = {}
+    for name in ("pop", "mf"):
+        path = execute(METHODS.get(name), tiny_split, 0, cfg)
+        rec = json.loads(path.read_text())
+        assert path.parent.parent.name == "tiny@users10" and rec["protocol"]["eval_users"] == 10
+        assert rec["protocol"]["users_evaluated"] == 10
+        with np.load(ranks_path(path)) as z:
+            users[name] = z["users"]
+            assert len(z["ranks"]) == 10
+    assert np.array_equal(users["pop"], users["mf"]) and np.array_equal(users["pop"], tiny_split.test.input.users[rows])
