@@ -32,13 +32,14 @@ alpha 0.02 and beta 1e-4 are the paper's recommended values (its released script
 0.01 on Instruments). The paper tunes tau within [0.7, 1.2] (its code defaults to 1.0); 0.8 is
 this benchmark's default for ``letter-tiger`` and should be chosen on validation per dataset.
 
-Scale caveat: this stack sums the reconstruction error over the input dimensions (DESIGN.md
-section 4); LETTER's code averages it (MSE), and averages the quantization losses over the
-latent dimensions and levels. With the same alpha and beta the regularizers therefore weigh
-about d_in times less against reconstruction here than in LETTER's code (d_in = 384 for
-MiniLM). Differences from the released code: equal-size clusters (its bounds were 10..60
-codewords per cluster of 256) and one k-means start per clustering (it used 10 starts of 10
-iterations); the CF SASRec is trained here (LETTER shipped a pretrained 32-d checkpoint).
+Loss scale: the RQ-VAE's reconstruction and quantization losses are means over dimensions
+(and levels), as in LETTER's code (:mod:`methods.semid.rqvae`), and the regularizers are added
+as LETTER adds them: ``recon + quant + alpha * collaborative + beta * diversity`` (LETTER adds
+beta x diversity inside each level's loss and averages over levels; the same sum). So alpha
+and beta weigh what they weigh in LETTER's code. Differences from the released code:
+equal-size clusters for the diversity term (its bounds were 10..60 codewords per cluster of
+256) and one k-means start per re-clustering (it used 10 starts of 10 iterations); the CF
+SASRec is trained here (LETTER shipped a pretrained 32-d checkpoint).
 
 Options keep TIGER's names (``text_*``, ``rq_*``); note ``rq_beta`` is the RQ-VAE commitment
 weight and ``beta`` the diversity weight.

@@ -117,6 +117,31 @@ def test_regularizers_change_the_tokenizer_as_intended() -> None:
     assert not np.array_equal(ids.codes, plain_ids.codes)
 
 
+def test_tokenizer_objective_is_on_letters_scale() -> None:
+    """The loss train_rqvae minimises with LETTER's regularizers is LETTER's:
+    MSE(x_hat, x) + mean over levels (MSE codebook + 0.25 MSE commitment) + alpha CF + beta diversity,
+    every MSE a mean over dimensions (with sums, recon and quant here would be 16x and 8x larger).
+    One full-batch epoch at lr 0, so the model after training is the one that made the loss."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((48, 16)).astype(np.float32)
+    cf = torch.from_numpy(rng.standard_normal((48, 8)).astype(np.float32))
+    cfg = RQVAEConfig(latent_dim=8, hidden=(32,), levels=2, codebook_size=8, epochs=1, batch_size=0, lr=0.0, log_every=1)
+    reg = LetterRegularizer(0.1, 1e-2, cf, clusters=2, gen=torch.Generator().manual_seed(0), seed=0)
+    model, ids = train_rqvae(x, cfg, "cpu", seed=0, extra_loss=reg)
+    terms = reg.facts(cfg.epochs)["final_terms"]
+    with torch.no_grad():
+        xt = torch.from_numpy(x)
+        z = model.encoder(xt)
+        codes, z_q, residuals = model.quantize(z)
+        recon = torch.nn.functional.mse_loss(model.decoder(z_q), xt)
+        quant = sum(1.25 * torch.nn.functional.mse_loss(r, book[c]) for r, book, c in zip(residuals, model.codebooks, codes.unbind(1))) / 2
+        cr = collaborative_loss(z_q, cf)
+    got = ids.info["final_losses"]
+    assert got["recon"] == pytest.approx(float(recon), rel=1e-4) and got["quant"] == pytest.approx(float(quant), rel=1e-4)
+    assert terms["collaborative"] == pytest.approx(float(cr), rel=1e-4) and terms["diversity"] > 0
+    assert got["loss"] == pytest.approx(float(recon + quant + 0.1 * cr + 1e-2 * terms["diversity"]), rel=1e-4)
+
+
 def _swap_targets(raw):
     """The same raw data with each user's last two items (validation and test targets) changed to
     other items the user has not seen."""

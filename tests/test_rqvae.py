@@ -130,16 +130,19 @@ def test_kmeans_with_fewer_items_than_codes():
     assert ids.info["kmeans_init"][0]["fit_clusters"] <= 6 and ids.unique_fraction() == 1.0
 
 
-def test_reconstruction_is_summed_over_dimensions():
+def test_losses_are_means_over_dimensions_and_levels():
+    """LETTER's, GRID's and cornac's reductions: MSE over the input dimensions, and the mean
+    over levels of per-level MSEs over the latent dimensions (sums would be d or levels x larger)."""
     x = torch.from_numpy(_embeddings())
     torch.manual_seed(0)
     model = RQVAE(x.shape[1], RQVAEConfig(**TINY))
     out = model(x)
     x_hat = model.decoder(out["z_q"])
-    assert out["recon"].item() == pytest.approx((x - x_hat).pow(2).sum(1).mean().item(), rel=1e-5)
+    assert out["recon"].item() == pytest.approx((x - x_hat).pow(2).mean().item(), rel=1e-5)
+    assert out["recon"].item() < 0.5 * (x - x_hat).pow(2).sum(1).mean().item()  # not the sum over the 12 dims
     r0, e0 = out["residuals"][0], model.codebooks[0][out["codes"][:, 0]]
     r1, e1 = out["residuals"][1], model.codebooks[1][out["codes"][:, 1]]
-    quant = 1.25 * ((r0 - e0).pow(2).sum(1).mean() + (r1 - e1).pow(2).sum(1).mean())  # codebook + 0.25 commitment
+    quant = 1.25 * ((r0 - e0).pow(2).mean() + (r1 - e1).pow(2).mean()) / 2  # codebook + 0.25 commitment, mean of levels
     assert out["quant"].item() == pytest.approx(quant.item(), rel=1e-5)
 
 

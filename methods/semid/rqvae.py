@@ -4,10 +4,14 @@ Model: an MLP encoder maps an item's text embedding to a small latent z (32 dims
 default); ``levels`` codebooks of ``codebook_size`` codes quantize it residually
 (r_0 = z, code_l = argmin_c ||r_l - e_l,c||, r_{l+1} = r_l - e_l,code_l); a mirrored MLP
 decoder reconstructs the embedding from the sum of the chosen codewords (straight-through
-gradient to z). Loss per item = ||x - x_hat||^2 summed over dimensions (a per-dimension mean
-lets the codebook collapse) + sum over levels of ||sg[r_l] - e_l||^2 + beta ||r_l - sg[e_l]||^2,
-averaged over the batch. Codebooks start from k-means (scikit-learn, seeded) on the residuals
-of all items (or of the first batch), level by level, with the untrained encoder.
+gradient to z). Loss = reconstruction + quantization, both means, as LETTER's, GRID's and
+cornac's code (docs/protocol.md): reconstruction = mean over the batch and the input
+dimensions of (x - x_hat)^2 (MSE); quantization = mean over the levels of
+MSE(e_l, sg[r_l]) + beta MSE(r_l, sg[e_l]), each MSE a mean over the batch and the latent
+dimensions. Extra losses (LETTER's alpha and beta terms) are added to this, so their weights
+mean what they mean in LETTER's code. Codebooks start from k-means on the residuals of all
+items (or of the first batch), level by level, with the untrained encoder (scikit-learn,
+seeded).
 
 Collisions (several items with one code tuple), ``RQVAEConfig.collisions``:
 
@@ -45,6 +49,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import UserError
@@ -161,9 +166,10 @@ class RQVAE(nn.Module):
         quant = z.new_zeros(())
         for r, book, c in zip(residuals, self.codebooks, codes.unbind(1)):
             e = book[c]
-            quant = quant + ((r.detach() - e).pow(2).sum(1) + self.cfg.beta * (r - e.detach()).pow(2).sum(1)).mean()
+            quant = quant + F.mse_loss(e, r.detach()) + self.cfg.beta * F.mse_loss(r, e.detach())
+        quant = quant / len(self.codebooks)
         x_hat = self.decoder(z + (z_q - z).detach())
-        recon = (x - x_hat).pow(2).sum(1).mean()
+        recon = F.mse_loss(x_hat, x)
         return {"z": z, "z_q": z_q, "codes": codes, "residuals": residuals, "recon": recon, "quant": quant}
 
     @torch.no_grad()
