@@ -178,7 +178,7 @@ def test_cf_embeddings_read_training_interactions_only(run_cfg) -> None:
 def test_variants_differ_only_in_their_flags() -> None:
     base = LetterConfig()
     assert (base.rq_levels, base.rq_codebook_size, base.rq_collisions, base.rq_train_sinkhorn, base.clusters) == (4, 256, "sinkhorn", True, 10)
-    expected = {"letter-tiger": (0.02, 1e-4, 0.8), "tiger-cr": (0.02, 0.0, 1.0), "tiger-dr": (0.0, 1e-4, 1.0), "tiger-cr-dr": (0.02, 1e-4, 1.0)}
+    expected = {"letter-tiger": (0.02, 1e-4, 1.0), "tiger-cr": (0.02, 0.0, 1.0), "tiger-dr": (0.0, 1e-4, 1.0), "tiger-cr-dr": (0.02, 1e-4, 1.0)}
     for name, flags in expected.items():
         cls = METHODS.get(name)
         cfg = cls.Config()
@@ -204,7 +204,7 @@ def test_letter_record_carries_regularizer_facts(tiny_split: Split, run_cfg) -> 
     cfg = run_cfg()
     rec = json.loads(run_one(METHODS.get("letter-tiger"), tiny_split, 0, cfg).read_text())
     tiny = cfg.overrides["letter-tiger"]
-    assert {k: rec["config"][k] for k in ("alpha", "beta", "tau", "clusters")} == {"alpha": 0.02, "beta": 1e-4, "tau": 0.8, "clusters": 2}
+    assert {k: rec["config"][k] for k in ("alpha", "beta", "tau", "clusters")} == {"alpha": 0.02, "beta": 1e-4, "tau": 1.0, "clusters": 2}
     tok = rec["training"]["tokenizer"]
     assert tok["regularizers"]["kmeans_runs"] == tiny["rq_epochs"]
     assert tok["regularizers"]["cluster_sizes_last"] == [[2, 2]] * tiny["rq_levels"]
