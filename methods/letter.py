@@ -2,7 +2,8 @@
 TIGER's recommender, and the paper's ablation variants, as configurations of one class.
 
 Tokenizer: the RQ-VAE of :mod:`methods.semid.rqvae` with LETTER's settings (4 levels x 256
-codes, last-level Sinkhorn assignment in training and for collisions, epsilon 0.003) plus two
+codes, last-level Sinkhorn assignment in training and for collisions, epsilon 0.003,
+codebooks initialised by constrained k-means with 10 starts of 10 iterations) plus two
 regularizers (:mod:`methods.semid.regularize`), weighted ``alpha`` and ``beta``:
 
 * collaborative: in-batch contrastive alignment of the quantized latent with the item's CF
@@ -73,6 +74,10 @@ class LetterConfig(TIGERConfig):
     rq_collisions: str = "sinkhorn"
     rq_train_sinkhorn: bool = True
     rq_sinkhorn_epsilon: float = 0.003
+    # LETTER's codebook initialisation: constrained k-means, 10 starts of 10 iterations
+    rq_kmeans_init: str = "constrained"
+    rq_kmeans_n_init: int = 10
+    rq_kmeans_iters: int = 10
     # regularizer weights and the generation loss temperature
     alpha: float = 0.02  # collaborative regularization (0 = off)
     beta: float = 1e-4  # diversity regularization (0 = off); not rq_beta, the commitment weight

@@ -22,7 +22,7 @@ from bench.data.registry import get_spec, resolve_data_dir
 from bench.errors import UserError
 from methods.semid.generative import GenerativeConfig, GenerativeMethod
 from bench.semantic_ids import SemanticIDs
-from methods.semid.rqvae import COLLISIONS, RQVAEConfig, external_index, train_rqvae
+from methods.semid.rqvae import COLLISIONS, KMEANS_INIT, RQVAEConfig, external_index, train_rqvae
 from methods.semid.text import TextConfig, item_embeddings
 
 
@@ -43,11 +43,16 @@ class TIGERConfig(GenerativeConfig):
     rq_batch_size: int = 1024
     rq_epochs: int = 20000
     rq_collisions: str = "count"
+    rq_kmeans_init: str = "kmeans"  # codebook initialisation: kmeans (TIGER: plain k-means) | constrained (LETTER) | none
+    rq_kmeans_n_init: int = 1  # k-means starts
+    rq_kmeans_iters: int = 100  # iterations per start
 
     def __post_init__(self):
         super().__post_init__()
         if self.rq_collisions not in COLLISIONS:
             raise UserError(f"option rq_collisions: expected one of {', '.join(COLLISIONS)}, got {self.rq_collisions!r}")
+        if self.rq_kmeans_init not in KMEANS_INIT:
+            raise UserError(f"option rq_kmeans_init: expected one of {', '.join(KMEANS_INIT)}, got {self.rq_kmeans_init!r}")
         self.rqvae_config().check()
 
     def _prefixed(self, target: type, prefix: str):

@@ -187,6 +187,9 @@ def test_variants_differ_only_in_their_flags() -> None:
         assert differing <= {"alpha", "beta", "tau"}
         rq = cfg.rqvae_config()
         assert (rq.levels, rq.collisions, rq.train_sinkhorn, rq.sinkhorn_epsilon) == (4, "sinkhorn", True, 0.003)
+        assert (rq.kmeans_init, rq.kmeans_n_init, rq.kmeans_iters) == ("constrained", 10, 10)  # LETTER's initialisation
+    tiger = METHODS.get("tiger").Config().rqvae_config()  # TIGER keeps plain k-means
+    assert (tiger.kmeans_init, tiger.kmeans_n_init, tiger.kmeans_iters) == ("kmeans", 1, 100)
 
 
 def test_letter_config_checks_its_options() -> None:
@@ -194,6 +197,8 @@ def test_letter_config_checks_its_options() -> None:
         apply_overrides(LetterConfig(), {"rq_codebook_size": "8", "clusters": "5"}, "letter-tiger")
     with pytest.raises(UserError, match="alpha"):
         apply_overrides(LetterConfig(), {"alpha": "-1"}, "letter-tiger")
+    with pytest.raises(UserError, match="rq_kmeans_init"):
+        apply_overrides(LetterConfig(), {"rq_kmeans_init": "random"}, "letter-tiger")
     with pytest.raises(UserError, match="cf_loss"):
         apply_overrides(LetterConfig(), {"cf_loss": "mse"}, "letter-tiger")
     cfg = apply_overrides(LetterConfig(), {"rq_latent_dim": "16", "cf_epochs": "3"}, "letter-tiger")
@@ -209,4 +214,5 @@ def test_letter_record_carries_regularizer_facts(tiny_split: Split, run_cfg) -> 
     assert tok["regularizers"]["kmeans_runs"] == tiny["rq_epochs"]
     assert tok["regularizers"]["cluster_sizes_last"] == [[2, 2]] * tiny["rq_levels"]
     assert tok["cf_embeddings"]["epochs"] == tiny["cf_epochs"] and tok["rqvae"]["collisions"] == "sinkhorn"
+    assert [f["method"] for f in tok["rqvae"]["kmeans_init"]] == ["constrained"] * tiny["rq_levels"]
     assert rec["codebook"]["semantic_levels"] == tiny["rq_levels"]

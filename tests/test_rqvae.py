@@ -124,6 +124,30 @@ def test_kmeans_initialises_codebooks():
     assert ids.info["kmeans_init"][0]["fit_clusters"] == 4
 
 
+def test_constrained_kmeans_initialises_codebooks_with_bounded_clusters():
+    """LETTER's initialisation: k-means-constrained, sizes in [min(n // 2K, 50), 4x that]."""
+    from k_means_constrained import KMeansConstrained
+
+    x = torch.from_numpy(_embeddings(n=80))
+    cfg = RQVAEConfig(**{**TINY, "codebook_size": 8})
+    torch.manual_seed(0)
+    model = RQVAE(x.shape[1], cfg)
+    facts = kmeans_init(model, x, iters=10, seed=7, method="constrained", n_init=3)
+    with torch.no_grad():
+        z = model.encoder(x).double().numpy()
+    km = KMeansConstrained(n_clusters=8, size_min=5, size_max=20, n_init=3, max_iter=10, random_state=7).fit(z)
+    assert np.allclose(model.codebooks[0].detach().numpy(), km.cluster_centers_, atol=1e-5)
+    assert facts[0]["method"] == "constrained" and facts[0]["n_init"] == 3
+    assert (facts[0]["size_min"], facts[0]["size_max"]) == (5, 20) and 5 <= facts[0]["smallest"] <= facts[0]["largest"] <= 20
+    plain = kmeans_init(model, x, iters=10, seed=7)  # plain k-means on the same points: no size bounds
+    assert plain[0]["method"] == "kmeans" and "size_min" not in plain[0]
+    # train_rqvae takes it from the config; few items (n < 2K): the lower bound is 0
+    _, ids = train_rqvae(_embeddings(n=6), RQVAEConfig(**{**TINY, "epochs": 1}, kmeans_init="constrained", kmeans_n_init=2), "cpu", seed=0)
+    assert ids.info["kmeans_init"][0]["method"] == "constrained" and ids.info["kmeans_init"][0]["size_min"] == 0
+    with pytest.raises(UserError, match="kmeans_init"):
+        train_rqvae(_embeddings(), RQVAEConfig(**TINY, kmeans_init="random"))
+
+
 def test_kmeans_with_fewer_items_than_codes():
     x = _embeddings(n=6)
     _, ids = train_rqvae(x, RQVAEConfig(**{**TINY, "codebook_size": 16, "epochs": 2}), "cpu", seed=0)
