@@ -18,16 +18,22 @@ regularizers (:mod:`methods.semid.regularize`), weighted ``alpha`` and ``beta``:
 Recommender: TIGER's (:class:`methods.semid.generative.GenerativeMethod`) with the
 ranking-guided generation loss, i.e. cross-entropy over logits / ``tau``.
 
-Registered configurations (they differ only in ``alpha``, ``beta`` and ``tau``):
+Registered configurations (they differ only in ``alpha``, ``beta`` and ``tau``), the rows of
+the paper's ablation (Table 2):
 
-==============  ======  ======  =====
-name            alpha   beta    tau
-==============  ======  ======  =====
-letter-tiger    0.02    1e-4    1.0
-tiger-cr        0.02    0       1.0
-tiger-dr        0       1e-4    1.0
-tiger-cr-dr     0.02    1e-4    1.0
-==============  ======  ======  =====
+==============  ======  ======  =====  ===============================================
+name            alpha   beta    tau    LETTER's Table 2
+==============  ======  ======  =====  ===============================================
+letter-base     0       0       1.0    row 0, "TIGER" (LETTER's own 4x256 Sinkhorn IDs)
+tiger-cr        0.02    0       1.0    row 1, w/ collaborative regularization
+tiger-dr        0       1e-4    1.0    row 2, w/ diversity regularization
+tiger-cr-dr     0.02    1e-4    1.0    row 3, w/ both
+letter-tiger    0.02    1e-4    1.0    row 4, LETTER-TIGER (+ ranking-guided loss)
+==============  ======  ======  =====  ===============================================
+
+``letter-base`` is what LETTER's Tables 1 and 2 call "TIGER": its own tokenizer without the
+regularizers, not the TIGER paper's 3 levels plus a counting level (that is ``tiger``). The
+name ``letter`` is an alias of ``letter-tiger``.
 
 alpha 0.02 and beta 1e-4 are the paper's recommended values (its released tokenizer script
 uses alpha 0.01 on Instruments; its released Beauty index was made with alpha 0.1, beta 1e-4).
@@ -178,6 +184,19 @@ class TigerDRConfig(LetterConfig):
 @dataclass
 class TigerCRDRConfig(LetterConfig):
     tau: float = 1.0
+
+
+@dataclass
+class LetterBaseConfig(LetterConfig):
+    alpha: float = 0.0
+    beta: float = 0.0
+    tau: float = 1.0
+
+
+class LetterBase(LETTER):
+    name = "letter-base"
+    description = "LETTER's \"TIGER\" row (Table 2 row 0): LETTER's 4x256 Sinkhorn RQ-VAE IDs without regularizers, plain generation loss"
+    Config = LetterBaseConfig
 
 
 class TigerCR(LETTER):

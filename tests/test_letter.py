@@ -21,7 +21,7 @@ from methods.semid.rqvae import RQVAEConfig, train_rqvae
 from tests.conftest import make_raw
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-VARIANTS = ("letter-tiger", "tiger-cr", "tiger-dr", "tiger-cr-dr")
+VARIANTS = ("letter-tiger", "letter-base", "tiger-cr", "tiger-dr", "tiger-cr-dr")
 
 
 def test_collaborative_loss_prefers_each_item_its_own_cf_embedding() -> None:
@@ -178,7 +178,7 @@ def test_cf_embeddings_read_training_interactions_only(run_cfg) -> None:
 def test_variants_differ_only_in_their_flags() -> None:
     base = LetterConfig()
     assert (base.rq_levels, base.rq_codebook_size, base.rq_collisions, base.rq_train_sinkhorn, base.clusters) == (4, 256, "sinkhorn", True, 10)
-    expected = {"letter-tiger": (0.02, 1e-4, 1.0), "tiger-cr": (0.02, 0.0, 1.0), "tiger-dr": (0.0, 1e-4, 1.0), "tiger-cr-dr": (0.02, 1e-4, 1.0)}
+    expected = {"letter-tiger": (0.02, 1e-4, 1.0), "letter-base": (0.0, 0.0, 1.0), "tiger-cr": (0.02, 0.0, 1.0), "tiger-dr": (0.0, 1e-4, 1.0), "tiger-cr-dr": (0.02, 1e-4, 1.0)}
     for name, flags in expected.items():
         cls = METHODS.get(name)
         cfg = cls.Config()
@@ -190,6 +190,20 @@ def test_variants_differ_only_in_their_flags() -> None:
         assert (rq.kmeans_init, rq.kmeans_n_init, rq.kmeans_iters) == ("constrained", 10, 10)  # LETTER's initialisation
     tiger = METHODS.get("tiger").Config().rqvae_config()  # TIGER keeps plain k-means
     assert (tiger.kmeans_init, tiger.kmeans_n_init, tiger.kmeans_iters) == ("kmeans", 1, 100)
+
+
+def test_letter_alias_and_base_row() -> None:
+    assert METHODS.canonical("letter") == "letter-tiger" and METHODS.get("letter") is METHODS.get("letter-tiger")
+    assert METHODS.aliases()["letter"] == "letter-tiger" and "letter" not in METHODS.names()
+    base = METHODS.get("letter-base")
+    assert base.name == "letter-base" and "Table 2 row 0" in base.description
+
+
+def test_base_row_trains_no_regularizer(tiny_split: Split, run_cfg) -> None:
+    rec = json.loads(run_one(METHODS.get("letter-base"), tiny_split, 0, run_cfg()).read_text())
+    tok = rec["training"]["tokenizer"]
+    assert "regularizers" not in tok and "cf_embeddings" not in tok  # alpha = beta = 0: no CF SASRec, no re-clustering
+    assert tok["rqvae"]["collisions"] == "sinkhorn" and rec["codebook"]["semantic_levels"] == run_cfg().overrides["letter-base"]["rq_levels"]
 
 
 def test_letter_config_checks_its_options() -> None:
