@@ -11,7 +11,8 @@ natural-language prompts that carry the item IDs. Ours trains the TIGER-sized se
 (:class:`methods.semid.seq2seq.Seq2Seq`, d_model 128, 4+4 layers) from scratch on the ID
 tokens alone, because no pretrained T5 weights can be had offline here. The index is P5-CID's;
 the recommender is not, so our numbers are not comparable with the published ones (e.g.
-Recall@10 .0590 on Beauty in as LETTER's paper reports it). :attr:`P5CID.footnote` says so for the leaderboard.
+Recall@10 .0590 on Beauty, as LETTER's paper reports it). :attr:`P5CID.footnote` says so
+for the leaderboard.
 
 Tokenizer options: ``n_clusters`` (N, 20), ``max_cluster_size`` (M, 500 as in the paper
 for Beauty), ``eigen_solver`` (scikit-learn's spectral embedding solver; ``lobpcg``
