@@ -70,6 +70,7 @@ from methods.sasrec import SASRecConfig, SASRecModel, epoch_trainer
 from bench.semantic_ids import SemanticIDs
 from methods.semid.regularize import LetterRegularizer
 from methods.semid.rqvae import train_rqvae
+from methods.semid.generative import CPU_RECOMMENDER
 from methods.tiger import TIGER, TIGERConfig
 
 
@@ -143,6 +144,8 @@ class LETTER(TIGER):
     name = "letter-tiger"
     description = "LETTER-TIGER: RQ-VAE IDs with collaborative + diversity regularization (4x256, Sinkhorn), ranking-guided loss (tau 1.0 as its released scripts)"
     Config = LetterConfig
+    # cpu: the shared small recommender, 1,000 tokenizer epochs (LETTER: 20k)
+    presets = {"cpu": {**CPU_RECOMMENDER, "rq_epochs": 1000}}
 
     def cf_embeddings(self) -> tuple[torch.Tensor, dict[str, Any]]:
         """The CF item embeddings: a SASRec trained on the training sequences only."""

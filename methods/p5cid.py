@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from methods.semid.cid import CIDConfig, collaborative_ids
-from methods.semid.generative import GenerativeConfig, GenerativeMethod
+from methods.semid.generative import CPU_RECOMMENDER, GenerativeConfig, GenerativeMethod
 from bench.semantic_ids import SemanticIDs
 
 
@@ -50,6 +50,7 @@ class P5CID(GenerativeMethod):
     description = ("P5-CID's collaborative indexing (hierarchical spectral clustering of item co-occurrence) on the "
                    "TIGER-sized seq2seq trained from scratch, not P5's pretrained T5-small with prompts")  # fmt: skip
     Config = P5CIDConfig
+    presets = {"cpu": dict(CPU_RECOMMENDER)}  # the spectral clustering takes seconds
     # printed under the leaderboard wherever p5-cid appears
     footnote: ClassVar[str] = (
         "p5-cid: P5's collaborative indices (CID) on our TIGER-sized seq2seq trained from scratch on ID tokens; P5 "

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.data.registry import get_spec, resolve_data_dir
 from bench.errors import UserError
-from methods.semid.generative import GenerativeConfig, GenerativeMethod
+from methods.semid.generative import CPU_RECOMMENDER, GenerativeConfig, GenerativeMethod
 from bench.semantic_ids import SemanticIDs
 from methods.semid.rqvae import COLLISIONS, KMEANS_INIT, RQVAEConfig, external_index, train_rqvae
 from methods.semid.text import TextConfig, item_embeddings
@@ -71,6 +71,8 @@ class TIGER(GenerativeMethod):
     name = "tiger"
     description = "TIGER: RQ-VAE semantic IDs (3x256 + counting token) and a T5 recommender with constrained beam search"
     Config = TIGERConfig
+    # cpu: the shared small recommender and 1,000 tokenizer epochs (LETTER/TIGER: 20k).
+    presets = {"cpu": {**CPU_RECOMMENDER, "rq_epochs": 1000}}
 
     def embeddings(self):
         emb, info = item_embeddings(self.data, self.config.text_config(), self.device)
@@ -95,6 +97,7 @@ class TIGERLetterIndex(GenerativeMethod):
     name = "tiger-letterindex"
     description = "TIGER's recommender on LETTER's released semantic IDs (judges the recommender apart from the tokenizer)"
     Config = ExternalIndexConfig
+    presets = {"cpu": dict(CPU_RECOMMENDER)}  # no tokenizer to train
 
     def index_path(self) -> Path:
         if self.config.index:
