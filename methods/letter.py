@@ -168,6 +168,7 @@ class LETTER(TIGER):
         _, ids = train_rqvae(emb, rq, self.device, seed, extra_loss=reg)
         if reg is not None:
             facts["regularizers"] = reg.facts(rq.epochs)
+            facts["regularizers"]["curve"] = [c for c in reg.curve if c["epoch"] % rq.log_every == 0 or c["epoch"] in (1, rq.epochs)]
         self.ctx.info["tokenizer"] = {"rqvae": {k: v for k, v in ids.info.items() if k != "loss_curve"}, **facts}
         return ids
 

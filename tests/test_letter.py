@@ -111,6 +111,9 @@ def test_regularizers_change_the_tokenizer_as_intended() -> None:
     aligned, facts, _ = train(1.0, 0.0)
     assert aligned < plain - 0.1
     assert facts["final_terms"]["collaborative"] > 0 and facts["final_terms"]["diversity"] == 0.0 and facts["kmeans_runs"] == 0
+    # batches of 32: the collaborative term's chance level is ln 32, and training takes it below
+    assert facts["final_terms"]["collaborative_chance"] == pytest.approx(np.log(32), rel=1e-6)
+    assert facts["final_terms"]["collaborative"] < facts["first_terms"]["collaborative"] and facts["final_terms"]["collaborative"] < np.log(32) - 0.1
     _, facts, ids = train(0.0, 1.0)
     assert facts["kmeans_runs"] == cfg.epochs and facts["cluster_sizes_last"] == [[4, 4], [4, 4]]
     assert facts["final_terms"]["diversity"] > 0
@@ -227,6 +230,7 @@ def test_letter_record_carries_regularizer_facts(tiny_split: Split, run_cfg) -> 
     tok = rec["training"]["tokenizer"]
     assert tok["regularizers"]["kmeans_runs"] == tiny["rq_epochs"]
     assert tok["regularizers"]["cluster_sizes_last"] == [[2, 2]] * tiny["rq_levels"]
+    assert [c["epoch"] for c in tok["regularizers"]["curve"]][-1] == tiny["rq_epochs"] and "collaborative_chance" in tok["regularizers"]["curve"][0]
     assert tok["cf_embeddings"]["epochs"] == tiny["cf_epochs"] and tok["rqvae"]["collisions"] == "sinkhorn"
     assert [f["method"] for f in tok["rqvae"]["kmeans_init"]] == ["constrained"] * tiny["rq_levels"]
     assert rec["codebook"]["semantic_levels"] == tiny["rq_levels"]
