@@ -144,8 +144,9 @@ class LETTER(TIGER):
     name = "letter-tiger"
     description = "LETTER-TIGER: RQ-VAE IDs with collaborative + diversity regularization (4x256, Sinkhorn), ranking-guided loss (tau 1.0 as its released scripts)"
     Config = LetterConfig
-    # cpu: the shared small recommender, 1,000 tokenizer epochs (LETTER: 20k)
-    presets = {"cpu": {**CPU_RECOMMENDER, "rq_epochs": 1000}}
+    # cpu: the shared small recommender, 500 tokenizer epochs (LETTER: 20k; each re-clusters the
+    # four codebooks), LETTER's 10-start constrained k-means init and 50 CF SASRec epochs kept
+    presets = {"cpu": {**CPU_RECOMMENDER, "rq_epochs": 500}}
 
     def cf_embeddings(self) -> tuple[torch.Tensor, dict[str, Any]]:
         """The CF item embeddings: a SASRec trained on the training sequences only."""

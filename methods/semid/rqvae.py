@@ -193,9 +193,10 @@ class RQVAE(nn.Module):
 def _kmeans(points: np.ndarray, k: int, iters: int, seed: int, method: str = "kmeans", n_init: int = 1) -> tuple[np.ndarray, dict[str, Any]]:
     """k centres of ``points``: scikit-learn k-means (``method="kmeans"``) or k-means-constrained
     (``"constrained"``, LETTER's bounds: every cluster holds between min(n // (2 k), 50) and 4x
-    that many points; the upper bound is raised to n / k and capped at n where tiny inputs need it); ``n_init`` starts of up to ``iters`` iterations, the lowest inertia kept.
-    With fewer distinct points than k, the remaining centres are seeded random points plus
-    small noise (recorded)."""
+    that many points; the upper bound is raised to n / k and capped at n where tiny inputs
+    need it); ``n_init`` starts of up to ``iters`` iterations, the lowest inertia kept. With
+    fewer distinct points than k, the remaining centres are seeded random points plus small
+    noise (recorded)."""
     from sklearn.cluster import KMeans
 
     rng = np.random.default_rng(seed)
