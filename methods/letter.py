@@ -2,7 +2,8 @@
 TIGER's recommender, and the paper's ablation variants, as configurations of one class.
 
 Tokenizer: the RQ-VAE of :mod:`methods.semid.rqvae` with LETTER's settings (4 levels x 256
-codes, last-level Sinkhorn assignment in training and for collisions, epsilon 0.003) plus two
+codes, last-level Sinkhorn assignment in training and for collisions, epsilon 0.003,
+codebooks initialised by constrained k-means with 10 starts of 10 iterations) plus two
 regularizers (:mod:`methods.semid.regularize`), weighted ``alpha`` and ``beta``:
 
 * collaborative: in-batch contrastive alignment of the quantized latent with the item's CF
@@ -17,28 +18,39 @@ regularizers (:mod:`methods.semid.regularize`), weighted ``alpha`` and ``beta``:
 Recommender: TIGER's (:class:`methods.semid.generative.GenerativeMethod`) with the
 ranking-guided generation loss, i.e. cross-entropy over logits / ``tau``.
 
-Registered configurations (they differ only in ``alpha``, ``beta`` and ``tau``):
+Registered configurations (they differ only in ``alpha``, ``beta`` and ``tau``), the rows of
+the paper's ablation (Table 2):
 
-==============  ======  ======  =====
-name            alpha   beta    tau
-==============  ======  ======  =====
-letter-tiger    0.02    1e-4    0.8
-tiger-cr        0.02    0       1.0
-tiger-dr        0       1e-4    1.0
-tiger-cr-dr     0.02    1e-4    1.0
-==============  ======  ======  =====
+==============  ======  ======  =====  ===============================================
+name            alpha   beta    tau    LETTER's Table 2
+==============  ======  ======  =====  ===============================================
+letter-base     0       0       1.0    row 0, "TIGER" (LETTER's own 4x256 Sinkhorn IDs)
+tiger-cr        0.02    0       1.0    row 1, w/ collaborative regularization
+tiger-dr        0       1e-4    1.0    row 2, w/ diversity regularization
+tiger-cr-dr     0.02    1e-4    1.0    row 3, w/ both
+letter-tiger    0.02    1e-4    1.0    row 4, LETTER-TIGER (+ ranking-guided loss)
+==============  ======  ======  =====  ===============================================
 
-alpha 0.02 and beta 1e-4 are the paper's recommended values (its released script uses alpha
-0.01 on Instruments). The paper tunes tau within [0.7, 1.2] (its code defaults to 1.0); 0.8 is
-this benchmark's default for ``letter-tiger`` and should be chosen on validation per dataset.
+``letter-base`` is what LETTER's Tables 1 and 2 call "TIGER": its own tokenizer without the
+regularizers, not the TIGER paper's 3 levels plus a counting level (that is ``tiger``). The
+name ``letter`` is an alias of ``letter-tiger``.
 
-Scale caveat: this stack sums the reconstruction error over the input dimensions (DESIGN.md
-section 4); LETTER's code averages it (MSE), and averages the quantization losses over the
-latent dimensions and levels. With the same alpha and beta the regularizers therefore weigh
-about d_in times less against reconstruction here than in LETTER's code (d_in = 384 for
-MiniLM). Differences from the released code: equal-size clusters (its bounds were 10..60
-codewords per cluster of 256) and one k-means start per clustering (it used 10 starts of 10
-iterations); the CF SASRec is trained here (LETTER shipped a pretrained 32-d checkpoint).
+alpha 0.02 and beta 1e-4 are the paper's recommended values (its released tokenizer script
+uses alpha 0.01 on Instruments; its released Beauty index was made with alpha 0.1, beta 1e-4).
+tau defaults to 1.0 for ``letter-tiger``, the temperature of LETTER's released training
+scripts (LETTER-TIGER ``--temperature`` default 1.0); the paper tunes it within 0.6-1.2, so
+smaller values are for selection on validation (``--set letter-tiger.tau=0.8``). With tau 1,
+letter-tiger and tiger-cr-dr have the same configuration; they stay two names because the
+paper's Table 2 lists them as two rows.
+
+Loss scale: the RQ-VAE's reconstruction and quantization losses are means over dimensions
+(and levels), as in LETTER's code (:mod:`methods.semid.rqvae`), and the regularizers are added
+as LETTER adds them: ``recon + quant + alpha * collaborative + beta * diversity`` (LETTER adds
+beta x diversity inside each level's loss and averages over levels; the same sum). So alpha
+and beta weigh what they weigh in LETTER's code. Differences from the released code:
+equal-size clusters for the diversity term (its bounds were 10..60 codewords per cluster of
+256) and one k-means start per re-clustering (it used 10 starts of 10 iterations); the CF
+SASRec is trained here (LETTER shipped a pretrained 32-d checkpoint).
 
 Options keep TIGER's names (``text_*``, ``rq_*``); note ``rq_beta`` is the RQ-VAE commitment
 weight and ``beta`` the diversity weight.
@@ -58,6 +70,7 @@ from methods.sasrec import SASRecConfig, SASRecModel, epoch_trainer
 from bench.semantic_ids import SemanticIDs
 from methods.semid.regularize import LetterRegularizer
 from methods.semid.rqvae import train_rqvae
+from methods.semid.generative import CPU_RECOMMENDER
 from methods.tiger import TIGER, TIGERConfig
 
 
@@ -68,10 +81,14 @@ class LetterConfig(TIGERConfig):
     rq_collisions: str = "sinkhorn"
     rq_train_sinkhorn: bool = True
     rq_sinkhorn_epsilon: float = 0.003
+    # LETTER's codebook initialisation: constrained k-means, 10 starts of 10 iterations
+    rq_kmeans_init: str = "constrained"
+    rq_kmeans_n_init: int = 10
+    rq_kmeans_iters: int = 10
     # regularizer weights and the generation loss temperature
     alpha: float = 0.02  # collaborative regularization (0 = off)
     beta: float = 1e-4  # diversity regularization (0 = off); not rq_beta, the commitment weight
-    tau: float = 0.8  # ranking-guided generation loss (1 = plain cross-entropy)
+    tau: float = 1.0  # ranking-guided generation loss (1 = plain cross-entropy; LETTER's released scripts: 1.0)
     clusters: int = 10  # K, constrained k-means groups per codebook (diversity)
     cluster_n_init: int = 1  # k-means-constrained restarts per clustering (LETTER's code: 10, of 10 iterations)
     cluster_max_iter: int = 300
@@ -125,8 +142,11 @@ def cf_item_embeddings(train: Sequences, n_items: int, cfg: SASRecConfig, seed: 
 
 class LETTER(TIGER):
     name = "letter-tiger"
-    description = "LETTER-TIGER: RQ-VAE IDs with collaborative + diversity regularization (4x256, Sinkhorn), ranking-guided loss"
+    description = "LETTER-TIGER: RQ-VAE IDs with collaborative + diversity regularization (4x256, Sinkhorn), ranking-guided loss (tau 1.0 as its released scripts)"
     Config = LetterConfig
+    # cpu: the shared small recommender, 500 tokenizer epochs (LETTER: 20k; each re-clusters the
+    # four codebooks), LETTER's 10-start constrained k-means init and 50 CF SASRec epochs kept
+    presets = {"cpu": {**CPU_RECOMMENDER, "rq_epochs": 500}}
 
     def cf_embeddings(self) -> tuple[torch.Tensor, dict[str, Any]]:
         """The CF item embeddings: a SASRec trained on the training sequences only."""
@@ -149,6 +169,7 @@ class LETTER(TIGER):
         _, ids = train_rqvae(emb, rq, self.device, seed, extra_loss=reg)
         if reg is not None:
             facts["regularizers"] = reg.facts(rq.epochs)
+            facts["regularizers"]["curve"] = [c for c in reg.curve if c["epoch"] % rq.log_every == 0 or c["epoch"] in (1, rq.epochs)]
         self.ctx.info["tokenizer"] = {"rqvae": {k: v for k, v in ids.info.items() if k != "loss_curve"}, **facts}
         return ids
 
@@ -168,6 +189,19 @@ class TigerDRConfig(LetterConfig):
 @dataclass
 class TigerCRDRConfig(LetterConfig):
     tau: float = 1.0
+
+
+@dataclass
+class LetterBaseConfig(LetterConfig):
+    alpha: float = 0.0
+    beta: float = 0.0
+    tau: float = 1.0
+
+
+class LetterBase(LETTER):
+    name = "letter-base"
+    description = "LETTER's \"TIGER\" row (Table 2 row 0): LETTER's 4x256 Sinkhorn RQ-VAE IDs without regularizers, plain generation loss"
+    Config = LetterBaseConfig
 
 
 class TigerCR(LETTER):

@@ -19,9 +19,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from bench.errors import UserError
-from methods.semid.generative import GenerativeConfig, GenerativeMethod
+from methods.semid.generative import CPU_RECOMMENDER, GenerativeConfig, GenerativeMethod
 from bench.semantic_ids import SemanticIDs
-from methods.semid.rqvae import COLLISIONS, RQVAEConfig, external_index, train_rqvae
+from methods.semid.rqvae import COLLISIONS, KMEANS_INIT, RQVAEConfig, external_index, train_rqvae
 from methods.semid.text import TextConfig, item_embeddings
 
 
@@ -42,11 +42,16 @@ class TIGERConfig(GenerativeConfig):
     rq_batch_size: int = 1024
     rq_epochs: int = 20000
     rq_collisions: str = "count"
+    rq_kmeans_init: str = "kmeans"  # codebook initialisation: kmeans (TIGER: plain k-means) | constrained (LETTER) | none
+    rq_kmeans_n_init: int = 1  # k-means starts
+    rq_kmeans_iters: int = 100  # iterations per start
 
     def __post_init__(self):
         super().__post_init__()
         if self.rq_collisions not in COLLISIONS:
             raise UserError(f"option rq_collisions: expected one of {', '.join(COLLISIONS)}, got {self.rq_collisions!r}")
+        if self.rq_kmeans_init not in KMEANS_INIT:
+            raise UserError(f"option rq_kmeans_init: expected one of {', '.join(KMEANS_INIT)}, got {self.rq_kmeans_init!r}")
         self.rqvae_config().check()
 
     def _prefixed(self, target: type, prefix: str):
@@ -65,6 +70,8 @@ class TIGER(GenerativeMethod):
     name = "tiger"
     description = "TIGER: RQ-VAE semantic IDs (3x256 + counting token) and a T5 recommender with constrained beam search"
     Config = TIGERConfig
+    # cpu: the shared small recommender and 1,000 tokenizer epochs (LETTER/TIGER: 20k).
+    presets = {"cpu": {**CPU_RECOMMENDER, "rq_epochs": 1000}}
 
     @classmethod
     def prepare_dataset(cls, data, config, device):
@@ -95,6 +102,7 @@ class TIGERLetterIndex(GenerativeMethod):
     name = "tiger-letterindex"
     description = "TIGER's recommender on LETTER's released semantic IDs (judges the recommender apart from the tokenizer)"
     Config = ExternalIndexConfig
+    presets = {"cpu": dict(CPU_RECOMMENDER)}  # no tokenizer to train
 
     def index_path(self) -> Path:
         if self.config.index:

@@ -21,7 +21,7 @@ from methods.semid.rqvae import RQVAEConfig, train_rqvae
 from tests.conftest import make_raw
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-VARIANTS = ("letter-tiger", "tiger-cr", "tiger-dr", "tiger-cr-dr")
+VARIANTS = ("letter-tiger", "letter-base", "tiger-cr", "tiger-dr", "tiger-cr-dr")
 
 
 def test_collaborative_loss_prefers_each_item_its_own_cf_embedding() -> None:
@@ -111,10 +111,38 @@ def test_regularizers_change_the_tokenizer_as_intended() -> None:
     aligned, facts, _ = train(1.0, 0.0)
     assert aligned < plain - 0.1
     assert facts["final_terms"]["collaborative"] > 0 and facts["final_terms"]["diversity"] == 0.0 and facts["kmeans_runs"] == 0
+    # batches of 32: the collaborative term's chance level is ln 32, and training takes it below
+    assert facts["final_terms"]["collaborative_chance"] == pytest.approx(np.log(32), rel=1e-6)
+    assert facts["final_terms"]["collaborative"] < facts["first_terms"]["collaborative"] and facts["final_terms"]["collaborative"] < np.log(32) - 0.1
     _, facts, ids = train(0.0, 1.0)
     assert facts["kmeans_runs"] == cfg.epochs and facts["cluster_sizes_last"] == [[4, 4], [4, 4]]
     assert facts["final_terms"]["diversity"] > 0
     assert not np.array_equal(ids.codes, plain_ids.codes)
+
+
+def test_tokenizer_objective_is_on_letters_scale() -> None:
+    """The loss train_rqvae minimises with LETTER's regularizers is LETTER's:
+    MSE(x_hat, x) + mean over levels (MSE codebook + 0.25 MSE commitment) + alpha CF + beta diversity,
+    every MSE a mean over dimensions (with sums, recon and quant here would be 16x and 8x larger).
+    One full-batch epoch at lr 0, so the model after training is the one that made the loss."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((48, 16)).astype(np.float32)
+    cf = torch.from_numpy(rng.standard_normal((48, 8)).astype(np.float32))
+    cfg = RQVAEConfig(latent_dim=8, hidden=(32,), levels=2, codebook_size=8, epochs=1, batch_size=0, lr=0.0, log_every=1)
+    reg = LetterRegularizer(0.1, 1e-2, cf, clusters=2, gen=torch.Generator().manual_seed(0), seed=0)
+    model, ids = train_rqvae(x, cfg, "cpu", seed=0, extra_loss=reg)
+    terms = reg.facts(cfg.epochs)["final_terms"]
+    with torch.no_grad():
+        xt = torch.from_numpy(x)
+        z = model.encoder(xt)
+        codes, z_q, residuals = model.quantize(z)
+        recon = torch.nn.functional.mse_loss(model.decoder(z_q), xt)
+        quant = sum(1.25 * torch.nn.functional.mse_loss(r, book[c]) for r, book, c in zip(residuals, model.codebooks, codes.unbind(1))) / 2
+        cr = collaborative_loss(z_q, cf)
+    got = ids.info["final_losses"]
+    assert got["recon"] == pytest.approx(float(recon), rel=1e-4) and got["quant"] == pytest.approx(float(quant), rel=1e-4)
+    assert terms["collaborative"] == pytest.approx(float(cr), rel=1e-4) and terms["diversity"] > 0
+    assert got["loss"] == pytest.approx(float(recon + quant + 0.1 * cr + 1e-2 * terms["diversity"]), rel=1e-4)
 
 
 def _swap_targets(raw):
@@ -153,7 +181,7 @@ def test_cf_embeddings_read_training_interactions_only(run_cfg) -> None:
 def test_variants_differ_only_in_their_flags() -> None:
     base = LetterConfig()
     assert (base.rq_levels, base.rq_codebook_size, base.rq_collisions, base.rq_train_sinkhorn, base.clusters) == (4, 256, "sinkhorn", True, 10)
-    expected = {"letter-tiger": (0.02, 1e-4, 0.8), "tiger-cr": (0.02, 0.0, 1.0), "tiger-dr": (0.0, 1e-4, 1.0), "tiger-cr-dr": (0.02, 1e-4, 1.0)}
+    expected = {"letter-tiger": (0.02, 1e-4, 1.0), "letter-base": (0.0, 0.0, 1.0), "tiger-cr": (0.02, 0.0, 1.0), "tiger-dr": (0.0, 1e-4, 1.0), "tiger-cr-dr": (0.02, 1e-4, 1.0)}
     for name, flags in expected.items():
         cls = METHODS.get(name)
         cfg = cls.Config()
@@ -162,6 +190,23 @@ def test_variants_differ_only_in_their_flags() -> None:
         assert differing <= {"alpha", "beta", "tau"}
         rq = cfg.rqvae_config()
         assert (rq.levels, rq.collisions, rq.train_sinkhorn, rq.sinkhorn_epsilon) == (4, "sinkhorn", True, 0.003)
+        assert (rq.kmeans_init, rq.kmeans_n_init, rq.kmeans_iters) == ("constrained", 10, 10)  # LETTER's initialisation
+    tiger = METHODS.get("tiger").Config().rqvae_config()  # TIGER keeps plain k-means
+    assert (tiger.kmeans_init, tiger.kmeans_n_init, tiger.kmeans_iters) == ("kmeans", 1, 100)
+
+
+def test_letter_alias_and_base_row() -> None:
+    assert METHODS.canonical("letter") == "letter-tiger" and METHODS.get("letter") is METHODS.get("letter-tiger")
+    assert METHODS.aliases()["letter"] == "letter-tiger" and "letter" not in METHODS.names()
+    base = METHODS.get("letter-base")
+    assert base.name == "letter-base" and "Table 2 row 0" in base.description
+
+
+def test_base_row_trains_no_regularizer(tiny_split: Split, run_cfg) -> None:
+    rec = json.loads(run_one(METHODS.get("letter-base"), tiny_split, 0, run_cfg()).read_text())
+    tok = rec["training"]["tokenizer"]
+    assert "regularizers" not in tok and "cf_embeddings" not in tok  # alpha = beta = 0: no CF SASRec, no re-clustering
+    assert tok["rqvae"]["collisions"] == "sinkhorn" and rec["codebook"]["semantic_levels"] == run_cfg().overrides["letter-base"]["rq_levels"]
 
 
 def test_letter_config_checks_its_options() -> None:
@@ -169,6 +214,8 @@ def test_letter_config_checks_its_options() -> None:
         apply_overrides(LetterConfig(), {"rq_codebook_size": "8", "clusters": "5"}, "letter-tiger")
     with pytest.raises(UserError, match="alpha"):
         apply_overrides(LetterConfig(), {"alpha": "-1"}, "letter-tiger")
+    with pytest.raises(UserError, match="rq_kmeans_init"):
+        apply_overrides(LetterConfig(), {"rq_kmeans_init": "random"}, "letter-tiger")
     with pytest.raises(UserError, match="cf_loss"):
         apply_overrides(LetterConfig(), {"cf_loss": "mse"}, "letter-tiger")
     cfg = apply_overrides(LetterConfig(), {"rq_latent_dim": "16", "cf_epochs": "3"}, "letter-tiger")
@@ -179,9 +226,11 @@ def test_letter_record_carries_regularizer_facts(tiny_split: Split, run_cfg) -> 
     cfg = run_cfg()
     rec = json.loads(execute(METHODS.get("letter-tiger"), tiny_split, 0, cfg).read_text())
     tiny = cfg.overrides["letter-tiger"]
-    assert {k: rec["config"][k] for k in ("alpha", "beta", "tau", "clusters")} == {"alpha": 0.02, "beta": 1e-4, "tau": 0.8, "clusters": 2}
+    assert {k: rec["config"][k] for k in ("alpha", "beta", "tau", "clusters")} == {"alpha": 0.02, "beta": 1e-4, "tau": 1.0, "clusters": 2}
     tok = rec["training"]["tokenizer"]
     assert tok["regularizers"]["kmeans_runs"] == tiny["rq_epochs"]
     assert tok["regularizers"]["cluster_sizes_last"] == [[2, 2]] * tiny["rq_levels"]
+    assert [c["epoch"] for c in tok["regularizers"]["curve"]][-1] == tiny["rq_epochs"] and "collaborative_chance" in tok["regularizers"]["curve"][0]
     assert tok["cf_embeddings"]["epochs"] == tiny["cf_epochs"] and tok["rqvae"]["collisions"] == "sinkhorn"
+    assert [f["method"] for f in tok["rqvae"]["kmeans_init"]] == ["constrained"] * tiny["rq_levels"]
     assert rec["codebook"]["semantic_levels"] == tiny["rq_levels"]

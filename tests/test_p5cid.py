@@ -163,3 +163,10 @@ def test_p5cid_config_checks_options() -> None:
         apply_overrides(P5CIDConfig(), {"n_clusters": "1"}, "p5-cid")
     with pytest.raises(UserError, match="eigen_solver"):
         apply_overrides(P5CIDConfig(), {"eigen_solver": "amg"}, "p5-cid")
+
+
+def test_backbone_difference_is_stated() -> None:
+    """Our p5-cid is not P5's pretrained T5-small with prompts: its description and its leaderboard footnote say so."""
+    cls = METHODS.get("p5-cid")
+    assert "from scratch" in cls.description and "T5-small" in cls.description
+    assert "T5-small" in cls.footnote and ".0590" in cls.footnote and "not like-for-like" in cls.footnote

@@ -124,22 +124,49 @@ def test_kmeans_initialises_codebooks():
     assert ids.info["kmeans_init"][0]["fit_clusters"] == 4
 
 
+def test_constrained_kmeans_initialises_codebooks_with_bounded_clusters():
+    """LETTER's initialisation: k-means-constrained, sizes in [min(n // 2K, 50), 4x that]."""
+    from k_means_constrained import KMeansConstrained
+
+    x = torch.from_numpy(_embeddings(n=80))
+    cfg = RQVAEConfig(**{**TINY, "codebook_size": 8})
+    torch.manual_seed(0)
+    model = RQVAE(x.shape[1], cfg)
+    facts = kmeans_init(model, x, iters=10, seed=7, method="constrained", n_init=3)
+    with torch.no_grad():
+        z = model.encoder(x).double().numpy()
+    km = KMeansConstrained(n_clusters=8, size_min=5, size_max=20, n_init=3, max_iter=10, random_state=7).fit(z)
+    assert np.allclose(model.codebooks[0].detach().numpy(), km.cluster_centers_, atol=1e-5)
+    assert facts[0]["method"] == "constrained" and facts[0]["n_init"] == 3
+    assert (facts[0]["size_min"], facts[0]["size_max"]) == (5, 20) and 5 <= facts[0]["smallest"] <= facts[0]["largest"] <= 20
+    plain = kmeans_init(model, x, iters=10, seed=7)  # plain k-means on the same points: no size bounds
+    assert plain[0]["method"] == "kmeans" and "size_min" not in plain[0]
+    # train_rqvae takes it from the config; few items (n < 2K): the lower bound is 0
+    _, ids = train_rqvae(_embeddings(n=6), RQVAEConfig(**{**TINY, "epochs": 1}, kmeans_init="constrained", kmeans_n_init=2), "cpu", seed=0)
+    assert ids.info["kmeans_init"][0]["method"] == "constrained" and ids.info["kmeans_init"][0]["size_min"] == 0
+    with pytest.raises(UserError, match="kmeans_init"):
+        train_rqvae(_embeddings(), RQVAEConfig(**TINY, kmeans_init="random"))
+
+
 def test_kmeans_with_fewer_items_than_codes():
     x = _embeddings(n=6)
     _, ids = train_rqvae(x, RQVAEConfig(**{**TINY, "codebook_size": 16, "epochs": 2}), "cpu", seed=0)
     assert ids.info["kmeans_init"][0]["fit_clusters"] <= 6 and ids.unique_fraction() == 1.0
 
 
-def test_reconstruction_is_summed_over_dimensions():
+def test_losses_are_means_over_dimensions_and_levels():
+    """LETTER's, GRID's and cornac's reductions: MSE over the input dimensions, and the mean
+    over levels of per-level MSEs over the latent dimensions (sums would be d or levels x larger)."""
     x = torch.from_numpy(_embeddings())
     torch.manual_seed(0)
     model = RQVAE(x.shape[1], RQVAEConfig(**TINY))
     out = model(x)
     x_hat = model.decoder(out["z_q"])
-    assert out["recon"].item() == pytest.approx((x - x_hat).pow(2).sum(1).mean().item(), rel=1e-5)
+    assert out["recon"].item() == pytest.approx((x - x_hat).pow(2).mean().item(), rel=1e-5)
+    assert out["recon"].item() < 0.5 * (x - x_hat).pow(2).sum(1).mean().item()  # not the sum over the 12 dims
     r0, e0 = out["residuals"][0], model.codebooks[0][out["codes"][:, 0]]
     r1, e1 = out["residuals"][1], model.codebooks[1][out["codes"][:, 1]]
-    quant = 1.25 * ((r0 - e0).pow(2).sum(1).mean() + (r1 - e1).pow(2).sum(1).mean())  # codebook + 0.25 commitment
+    quant = 1.25 * ((r0 - e0).pow(2).mean() + (r1 - e1).pow(2).mean()) / 2  # codebook + 0.25 commitment, mean of levels
     assert out["quant"].item() == pytest.approx(quant.item(), rel=1e-5)
 
 

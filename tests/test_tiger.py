@@ -72,3 +72,22 @@ def test_tiger_config_maps_prefixed_options() -> None:
     with pytest.raises(UserError, match="codebook_size"):
         apply_overrides(TIGERConfig(), {"rq_codebook_size": "0"}, "tiger")
     assert cfg.text_config().normalize is False and cfg.text_config().fields == ()
+
+
+GENERATIVE = ("tiger", "tiger-letterindex", "letter-tiger", "letter-base", "tiger-cr", "tiger-dr", "tiger-cr-dr", "p5-cid")
+
+
+@pytest.mark.parametrize("name", GENERATIVE)
+def test_cpu_preset_shrinks_the_recommender_and_the_tokenizer(name: str) -> None:
+    from bench.config import resolve_config
+
+    cls = METHODS.get(name)
+    full, cpu = cls.Config(), resolve_config(cls, "cpu")
+    assert (cpu.d_model, cpu.layers, cpu.beam) == (64, 2, 20) and cpu.valid_beam <= cpu.beam < full.beam
+    assert cpu.d_ff < full.d_ff and cpu.epochs < full.epochs and cpu.patience <= full.patience
+    if hasattr(full, "rq_epochs"):
+        assert cpu.rq_epochs < full.rq_epochs
+        assert (cpu.rq_levels, cpu.rq_codebook_size, cpu.rq_kmeans_init) == (full.rq_levels, full.rq_codebook_size, full.rq_kmeans_init)
+    if hasattr(full, "alpha"):  # the preset keeps each LETTER row's own flags
+        assert (cpu.alpha, cpu.beta, cpu.tau) == (full.alpha, full.beta, full.tau)
+    assert resolve_config(cls, "cpu", {"d_model": "32"}).d_model == 32  # the user's --set still wins

@@ -94,6 +94,16 @@ class GenerativeConfig:
                              self.rel_buckets, self.rel_max_distance, self.tie_output)
 
 
+# The recommender part of every generative method's ``cpu`` preset (docs/protocol.md,
+# "Presets"): a quarter-width, two-layer seq2seq, batch 256, validation at beam 10 (NDCG@10
+# needs only the top 10) and the final validation and test at beam 20. Each method's file adds
+# its tokenizer's settings. Timings behind it: the method files' ``presets`` comments.
+CPU_RECOMMENDER: dict[str, object] = {
+    "d_model": 64, "layers": 2, "heads": 4, "d_kv": 16, "d_ff": 256, "batch_size": 256, "lr": 1e-3,
+    "epochs": 24, "eval_every": 2, "patience": 3, "valid_beam": 10, "beam": 20,
+}  # fmt: skip
+
+
 def hash_users(users: torch.Tensor, buckets: int) -> torch.Tensor:
     """A fixed multiplicative hash of user indices into ``buckets`` (Knuth's constant)."""
     return (users.long() * 2654435761) % (2**32) % buckets

@@ -113,7 +113,7 @@ class LetterRegularizer:
         self.kmeans_seconds = 0.0
         self.kmeans_runs = 0
         self.cluster_sizes: list[list[int]] = []
-        self.curve: list[dict[str, float]] = []  # per epoch: mean collaborative and diversity terms (unweighted)
+        self.curve: list[dict[str, float]] = []  # per epoch: mean collaborative and diversity terms (unweighted), the former's chance level
         self._sums: torch.Tensor | None = None  # on the device: no synchronisation per batch
 
     def start_epoch(self, epoch: int, model: RQVAE) -> None:
@@ -133,8 +133,9 @@ class LetterRegularizer:
     def _close_epoch(self, epoch: int) -> None:
         if self._sums is None:
             return
-        cr, dr, n = self._sums.tolist()
-        self.curve.append({"epoch": epoch + 1, "collaborative": cr / max(1.0, n), "diversity": dr / max(1.0, n)})
+        cr, dr, n, chance = self._sums.tolist()
+        n = max(1.0, n)
+        self.curve.append({"epoch": epoch + 1, "collaborative": cr / n, "diversity": dr / n, "collaborative_chance": chance / n})
         self._sums = None
 
     def terms(self, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,7 +154,8 @@ class LetterRegularizer:
     def __call__(self, step: Step) -> torch.Tensor:
         cr, dr = self.terms(step)
         b = len(step.index)
-        batch = torch.stack([cr.detach() * b, dr.detach() * b, cr.new_tensor(float(b))])
+        # chance level of the collaborative term: ln(B), the in-batch cross-entropy of uniform logits
+        batch = torch.stack([cr.detach() * b, dr.detach() * b, cr.new_tensor(float(b)), cr.new_tensor(b * math.log(b))])
         self._sums = batch if self._sums is None else self._sums + batch
         return self.alpha * cr + self.beta * dr
 
@@ -163,5 +165,6 @@ class LetterRegularizer:
             "alpha": self.alpha, "beta": self.beta, "clusters": self.clusters,
             "kmeans_runs": self.kmeans_runs, "kmeans_seconds": round(self.kmeans_seconds, 3),
             "cluster_sizes_last": self.cluster_sizes,
+            "first_terms": self.curve[0] if self.curve else None,
             "final_terms": self.curve[-1] if self.curve else None,
         }  # fmt: skip

@@ -4,10 +4,17 @@ Model: an MLP encoder maps an item's text embedding to a small latent z (32 dims
 default); ``levels`` codebooks of ``codebook_size`` codes quantize it residually
 (r_0 = z, code_l = argmin_c ||r_l - e_l,c||, r_{l+1} = r_l - e_l,code_l); a mirrored MLP
 decoder reconstructs the embedding from the sum of the chosen codewords (straight-through
-gradient to z). Loss per item = ||x - x_hat||^2 summed over dimensions (a per-dimension mean
-lets the codebook collapse) + sum over levels of ||sg[r_l] - e_l||^2 + beta ||r_l - sg[e_l]||^2,
-averaged over the batch. Codebooks start from k-means (scikit-learn, seeded) on the residuals
-of all items (or of the first batch), level by level, with the untrained encoder.
+gradient to z). Loss = reconstruction + quantization, both means, as LETTER's, GRID's and
+cornac's code (docs/protocol.md): reconstruction = mean over the batch and the input
+dimensions of (x - x_hat)^2 (MSE); quantization = mean over the levels of
+MSE(e_l, sg[r_l]) + beta MSE(r_l, sg[e_l]), each MSE a mean over the batch and the latent
+dimensions. Extra losses (LETTER's alpha and beta terms) are added to this, so their weights
+mean what they mean in LETTER's code. Codebooks start from k-means on the residuals of all
+items (or of the first batch), level by level, with the untrained encoder, seeded:
+``kmeans_init = "kmeans"`` (TIGER; scikit-learn k-means, ``kmeans_n_init`` starts of up to
+``kmeans_iters`` iterations), ``"constrained"`` (LETTER; k-means-constrained, cluster sizes
+between min(n / (2 K), 50) and 4 times that, as LETTER's code; LETTER runs 10 starts of 10
+iterations) or ``"none"`` (random codebooks).
 
 Collisions (several items with one code tuple), ``RQVAEConfig.collisions``:
 
@@ -45,6 +52,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import UserError
@@ -53,6 +61,7 @@ from bench.semantic_ids import SemanticIDs
 
 COLLISIONS = ("count", "sinkhorn", "none")
 KMEANS_ON = ("all", "first_batch")
+KMEANS_INIT = ("kmeans", "constrained", "none")
 
 
 @dataclass
@@ -67,9 +76,10 @@ class RQVAEConfig:
     weight_decay: float = 1e-4
     batch_size: int = 1024  # 0 = full batch
     epochs: int = 20000  # LETTER's and TIGER's tokenizer run 20k epochs; lower it on CPU
-    kmeans_init: bool = True
+    kmeans_init: str = "kmeans"  # kmeans (TIGER) | constrained (LETTER) | none
     kmeans_on: str = "all"  # all | first_batch: the items whose residuals initialise the codebooks
-    kmeans_iters: int = 100
+    kmeans_iters: int = 100  # per start (LETTER's constrained k-means: 10)
+    kmeans_n_init: int = 1  # starts, the best kept (LETTER: 10)
     collisions: str = "count"  # count (TIGER) | sinkhorn (LETTER, LC-Rec) | none
     sinkhorn_epsilon: float = 0.003  # LETTER's last-level epsilon
     sinkhorn_iters: int = 50
@@ -80,9 +90,11 @@ class RQVAEConfig:
     def check(self) -> None:
         if self.collisions not in COLLISIONS:
             raise UserError(f"rqvae collisions must be one of {', '.join(COLLISIONS)}, got {self.collisions!r}")
+        if self.kmeans_init not in KMEANS_INIT:
+            raise UserError(f"rqvae kmeans_init must be one of {', '.join(KMEANS_INIT)}, got {self.kmeans_init!r}")
         if self.kmeans_on not in KMEANS_ON:
             raise UserError(f"rqvae kmeans_on must be one of {', '.join(KMEANS_ON)}, got {self.kmeans_on!r}")
-        for name in ("latent_dim", "levels", "codebook_size", "epochs"):
+        for name in ("latent_dim", "levels", "codebook_size", "epochs", "kmeans_iters", "kmeans_n_init"):
             if getattr(self, name) < 1:
                 raise UserError(f"rqvae {name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size < 0:
@@ -161,9 +173,10 @@ class RQVAE(nn.Module):
         quant = z.new_zeros(())
         for r, book, c in zip(residuals, self.codebooks, codes.unbind(1)):
             e = book[c]
-            quant = quant + ((r.detach() - e).pow(2).sum(1) + self.cfg.beta * (r - e.detach()).pow(2).sum(1)).mean()
+            quant = quant + F.mse_loss(e, r.detach()) + self.cfg.beta * F.mse_loss(r, e.detach())
+        quant = quant / len(self.codebooks)
         x_hat = self.decoder(z + (z_q - z).detach())
-        recon = (x - x_hat).pow(2).sum(1).mean()
+        recon = F.mse_loss(x_hat, x)
         return {"z": z, "z_q": z_q, "codes": codes, "residuals": residuals, "recon": recon, "quant": quant}
 
     @torch.no_grad()
@@ -177,35 +190,54 @@ class RQVAE(nn.Module):
         return torch.cat(codes).numpy(), torch.cat(last).numpy()
 
 
-def _kmeans(points: np.ndarray, k: int, iters: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """k centres of ``points`` by scikit-learn k-means; with fewer distinct points than k, the
-    remaining centres are seeded random points plus small noise (recorded)."""
+def _kmeans(points: np.ndarray, k: int, iters: int, seed: int, method: str = "kmeans", n_init: int = 1) -> tuple[np.ndarray, dict[str, Any]]:
+    """k centres of ``points``: scikit-learn k-means (``method="kmeans"``) or k-means-constrained
+    (``"constrained"``, LETTER's bounds: every cluster holds between min(n // (2 k), 50) and 4x
+    that many points; the upper bound is raised to n / k and capped at n where tiny inputs
+    need it); ``n_init`` starts of up to ``iters`` iterations, the lowest inertia kept. With
+    fewer distinct points than k, the remaining centres are seeded random points plus small
+    noise (recorded)."""
     from sklearn.cluster import KMeans
 
     rng = np.random.default_rng(seed)
+    n = len(points)
     distinct = len(np.unique(points, axis=0))
     k_fit = min(k, distinct)
+    fact: dict[str, Any] = {"method": method, "n_init": int(n_init)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning on tiny inputs
-        km = KMeans(n_clusters=k_fit, n_init=1, max_iter=iters, random_state=seed).fit(points)
+        if method == "constrained":
+            from k_means_constrained import KMeansConstrained
+
+            size_min = min(n // (2 * k_fit), 50)
+            size_max = min(n, max(4 * size_min, math.ceil(n / k_fit)))
+            km = KMeansConstrained(n_clusters=k_fit, size_min=size_min, size_max=size_max, n_init=n_init, max_iter=iters,
+                                   random_state=seed, n_jobs=1).fit(points)  # fmt: skip
+            sizes = np.bincount(km.labels_, minlength=k_fit)
+            fact.update(size_min=int(size_min), size_max=int(size_max), smallest=int(sizes.min()), largest=int(sizes.max()))
+        else:
+            km = KMeans(n_clusters=k_fit, n_init=n_init, max_iter=iters, random_state=seed).fit(points)
     centres = km.cluster_centers_
     if k_fit < k:
-        extra = points[rng.integers(len(points), size=k - k_fit)]
+        extra = points[rng.integers(n, size=k - k_fit)]
         scale = points.std() if points.size else 1.0
         centres = np.concatenate([centres, extra + rng.normal(0, 1e-3 * (scale or 1.0), extra.shape)])
-    return centres.astype(np.float32), {"fit_clusters": int(k_fit), "inertia": float(km.inertia_), "iterations": int(km.n_iter_)}
+    fact.update(fit_clusters=int(k_fit), inertia=float(km.inertia_), iterations=int(km.n_iter_))
+    return centres.astype(np.float32), fact
 
 
 @torch.no_grad()
-def kmeans_init(model: RQVAE, x: torch.Tensor, iters: int, seed: int) -> list[dict[str, Any]]:
-    """Set each codebook to k-means centres of the residuals of ``x`` left by the levels before."""
+def kmeans_init(model: RQVAE, x: torch.Tensor, iters: int, seed: int, method: str = "kmeans", n_init: int = 1) -> list[dict[str, Any]]:
+    """Set each codebook to k-means centres (``method``: kmeans | constrained) of the residuals
+    of ``x`` left by the levels before."""
     r = model.encoder(x)
     facts = []
     for level, book in enumerate(model.codebooks):
-        centres, fact = _kmeans(r.detach().cpu().double().numpy(), len(book), iters, seed + level)
+        t0 = time.perf_counter()
+        centres, fact = _kmeans(r.detach().cpu().double().numpy(), len(book), iters, seed + level, method, n_init)
         book.data.copy_(torch.from_numpy(centres).to(book.device))
         r = r - book[model.nearest(r, book)]
-        facts.append(fact)
+        facts.append({**fact, "seconds": round(time.perf_counter() - t0, 3)})
     return facts
 
 
@@ -299,9 +331,9 @@ def train_rqvae(
         model = RQVAE(x.shape[1], cfg).to(device)
         gen = torch.Generator(device=device).manual_seed(seed)
         init_facts = None
-        if cfg.kmeans_init:
+        if cfg.kmeans_init != "none":
             first = torch.randperm(n, generator=gen, device=device)[:batch] if cfg.kmeans_on == "first_batch" else torch.arange(n, device=device)
-            init_facts = kmeans_init(model, x[first], cfg.kmeans_iters, seed)
+            init_facts = kmeans_init(model, x[first], cfg.kmeans_iters, seed, cfg.kmeans_init, cfg.kmeans_n_init)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         curve = []
         model.train()
