@@ -203,7 +203,7 @@ def test_letter_alias_and_base_row() -> None:
 
 
 def test_base_row_trains_no_regularizer(tiny_split: Split, run_cfg) -> None:
-    rec = json.loads(run_one(METHODS.get("letter-base"), tiny_split, 0, run_cfg()).read_text())
+    rec = json.loads(execute(METHODS.get("letter-base"), tiny_split, 0, run_cfg()).read_text())
     tok = rec["training"]["tokenizer"]
     assert "regularizers" not in tok and "cf_embeddings" not in tok  # alpha = beta = 0: no CF SASRec, no re-clustering
     assert tok["rqvae"]["collisions"] == "sinkhorn" and rec["codebook"]["semantic_levels"] == run_cfg().overrides["letter-base"]["rq_levels"]
