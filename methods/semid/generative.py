@@ -258,8 +258,8 @@ class GenerativeMethod(Method):
         """(B, levels, vocab) teacher-forced logits of ``batch``, under the stack's autocast;
         ``params`` (name -> tensor) replaces the model's parameters (``torch.func.functional_call``)."""
         weight = self.model.embed.weight if params is None else params.get("embed.weight", self.model.embed.weight)
-        extra = self.input_embeddings(batch, weight)
         with torch.autocast(**self.autocast):
+            extra = self.input_embeddings(batch, weight)
             if params is None:
                 return self.model(batch.src, batch.tgt_in, **extra)
             return torch.func.functional_call(self.model, params, (batch.src, batch.tgt_in), extra)

@@ -244,12 +244,14 @@ class Seq2Seq(nn.Module):
         return [(torch.zeros(shape, device=device, dtype=dtype),) * 2 for _ in self.decoder]
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
-        """Vocabulary logits, computed in float32 even under autocast (bf16 logits tie often)."""
+        """Vocabulary logits, computed in float32 even under autocast (bf16 logits tie often),
+        or in float64 for a float64 model."""
         with torch.autocast(h.device.type, enabled=False):
-            h = h.float()
+            dtype = torch.promote_types(h.dtype, torch.float32)
+            h = h.to(dtype)
             if self.head is None:
-                return (h * self.cfg.d_model**-0.5) @ self.embed.weight.float().T
-            return h @ self.head.weight.float().T
+                return (h * self.cfg.d_model**-0.5) @ self.embed.weight.to(dtype).T
+            return h @ self.head.weight.to(dtype).T
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, src_embeds: torch.Tensor | None = None,
                 tgt_embeds: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
