@@ -63,7 +63,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from bench.codebook import utilization
 from bench.errors import UserError
 from bench.semantic_ids import SemanticIDs
-from methods.letter import LetterConfig, letter_regularizer
+from methods.letter import LetterConfig, cf_item_embeddings
+from methods.semid.regularize import LetterRegularizer
 from methods.semid.generative import N_SPECIAL, TrainBatch
 from methods.semid.rqvae import RQVAE, Step, collision_stats, resolve_collisions, train_rqvae, unique_last_level
 from methods.tiger import TIGER, TIGERConfig
@@ -112,12 +113,14 @@ class BLOGERLetterConfig(BLOGERConfig, LetterConfig):
     ``clusters``, ``cf_*`` and the last-level Sinkhorn of its training."""
 
 
-# On one core of the shared CPU machine (docs/protocol.md, "Presets"); see the module's report
-# in the issue for the measured epoch time.
+# ``cpu`` preset (docs/protocol.md, "Presets"): the recommender settings every generative
+# method's cpu preset shares (quarter-width two-layer seq2seq, batch 256, lr 1e-3 with TIGER's
+# cosine schedule, valid beam 10, final beam 20, 24 epochs, patience 3) so that bloger and tiger
+# train alike, and TIGER's 1,000 pre-training epochs of the tokenizer (bloger-letter: LETTER's 500).
 CPU_PRESET: dict[str, Any] = {
-    "d_model": 64, "layers": 2, "heads": 4, "d_kv": 16, "d_ff": 256, "max_len": 20,
-    "batch_size": 256, "epochs": 40, "eval_every": 2, "patience": 3,
-    "beam": 20, "valid_beam": 10, "rq_epochs": 300, "rq_batch_size": 1024,
+    "d_model": 64, "layers": 2, "heads": 4, "d_kv": 16, "d_ff": 256, "batch_size": 256, "lr": 1e-3,
+    "lr_schedule": "cosine", "epochs": 24, "eval_every": 2, "patience": 3, "valid_beam": 10, "beam": 20,
+    "rq_epochs": 1000,
 }  # fmt: skip
 
 
@@ -350,7 +353,18 @@ class BLOGERLetter(BLOGER):
     name = "bloger-letter"
     description = "BLOGER on LETTER's tokenizer (collaborative + diversity regularized RQ-VAE, also while it trains)"
     Config = BLOGERLetterConfig
-    presets = {"cpu": {**CPU_PRESET, "cf_epochs": 20}}
+    presets = {"cpu": {**CPU_PRESET, "rq_epochs": 500}}
 
     def make_regularizer(self, seed: int) -> tuple[Any, dict[str, Any]]:
-        return letter_regularizer(self, self.config, seed)
+        """LETTER's regularizers, as ``letter-tiger`` builds them (CF embeddings from a SASRec
+        on the training sequences when alpha > 0); they stay in L_token while the tokenizer trains."""
+        cfg, facts = self.config, {}
+        if cfg.alpha <= 0 and cfg.beta <= 0:
+            return None, facts
+        cf = None
+        if cfg.alpha > 0:
+            cf_seed = int(self.ctx.numpy_rng(self.name, "cf").integers(2**31))
+            cf, facts["cf_embeddings"] = cf_item_embeddings(self.data.train, self.data.n_items, cfg.cf_config(), cf_seed, self.device)
+        reg = LetterRegularizer(cfg.alpha, cfg.beta, cf, cfg.clusters, self.ctx.torch_generator(self.name, "diversity"), seed,
+                                cfg.cluster_n_init, cfg.cluster_max_iter, cfg.recluster_every)  # fmt: skip
+        return reg, facts

@@ -123,27 +123,6 @@ def cf_item_embeddings(train: Sequences, n_items: int, cfg: SASRecConfig, seed: 
                  "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
 
 
-def letter_cf_embeddings(method: TIGER, cfg: LetterConfig) -> tuple[torch.Tensor, dict[str, Any]]:
-    """The CF item embeddings of ``method``: a SASRec trained on its training sequences only."""
-    seed = int(method.ctx.numpy_rng(method.name, "cf").integers(2**31))
-    return cf_item_embeddings(method.data.train, method.data.n_items, cfg.cf_config(), seed, method.device)
-
-
-def letter_regularizer(method: TIGER, cfg: LetterConfig, seed: int) -> tuple[LetterRegularizer | None, dict[str, Any]]:
-    """LETTER's tokenizer regularizers for ``method`` (its name, context and device; CF
-    embeddings from a SASRec on its training sequences when ``cfg.alpha > 0``), or None when
-    both weights are 0; and the facts to record."""
-    facts: dict[str, Any] = {}
-    if cfg.alpha <= 0 and cfg.beta <= 0:
-        return None, facts
-    cf = None
-    if cfg.alpha > 0:
-        cf, facts["cf_embeddings"] = letter_cf_embeddings(method, cfg)
-    reg = LetterRegularizer(cfg.alpha, cfg.beta, cf, cfg.clusters, method.ctx.torch_generator(method.name, "diversity"), seed,
-                            cfg.cluster_n_init, cfg.cluster_max_iter, cfg.recluster_every)  # fmt: skip
-    return reg, facts
-
-
 class LETTER(TIGER):
     name = "letter-tiger"
     description = "LETTER-TIGER: RQ-VAE IDs with collaborative + diversity regularization (4x256, Sinkhorn), ranking-guided loss"
@@ -151,13 +130,21 @@ class LETTER(TIGER):
 
     def cf_embeddings(self) -> tuple[torch.Tensor, dict[str, Any]]:
         """The CF item embeddings: a SASRec trained on the training sequences only."""
-        return letter_cf_embeddings(self, self.config)
+        seed = int(self.ctx.numpy_rng(self.name, "cf").integers(2**31))
+        return cf_item_embeddings(self.data.train, self.data.n_items, self.config.cf_config(), seed, self.device)
 
     def build_ids(self) -> SemanticIDs:
         cfg = self.config
         emb = self.embeddings()
         seed = int(self.ctx.numpy_rng(self.name, "rqvae").integers(2**31))
-        reg, facts = letter_regularizer(self, cfg, seed)
+        facts: dict[str, Any] = {}
+        reg = None
+        if cfg.alpha > 0 or cfg.beta > 0:
+            cf = None
+            if cfg.alpha > 0:
+                cf, facts["cf_embeddings"] = self.cf_embeddings()
+            reg = LetterRegularizer(cfg.alpha, cfg.beta, cf, cfg.clusters, self.ctx.torch_generator(self.name, "diversity"), seed,
+                                    cfg.cluster_n_init, cfg.cluster_max_iter, cfg.recluster_every)  # fmt: skip
         rq = cfg.rqvae_config()
         _, ids = train_rqvae(emb, rq, self.device, seed, extra_loss=reg)
         if reg is not None:

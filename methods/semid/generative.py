@@ -105,18 +105,6 @@ class GenerativeConfig:
                              self.rel_buckets, self.rel_max_distance, self.tie_output)
 
 
-@dataclass
-class TrainBatch:
-    """One training batch: the examples' items and the tokens the recommender reads."""
-
-    users: torch.Tensor  # (B,) user rows
-    history: torch.Tensor  # (B, W) item indices, right-aligned, -1 = none (all-padding columns dropped)
-    target: torch.Tensor  # (B,) target items
-    src: torch.Tensor  # (B, S) encoder tokens (:meth:`GenerativeMethod.encoder_input`)
-    tgt: torch.Tensor  # (B, levels) target tokens (the labels)
-    tgt_in: torch.Tensor  # (B, levels) decoder input: [start] + the target's tokens but the last
-
-
 def hash_users(users: torch.Tensor, buckets: int) -> torch.Tensor:
     """A fixed multiplicative hash of user indices into ``buckets`` (Knuth's constant)."""
     return (users.long() * 2654435761) % (2**32) % buckets
@@ -160,6 +148,18 @@ def seq2seq_step(model: Seq2Seq, src: torch.Tensor, level_offsets: torch.Tensor,
         return logp[..., lo : lo + sizes[depth]]
 
     return step
+
+
+@dataclass
+class TrainBatch:
+    """One training batch: the examples' items and the tokens the recommender reads."""
+
+    users: torch.Tensor  # (B,) user rows
+    history: torch.Tensor  # (B, W) item indices, right-aligned, -1 = none (all-padding columns dropped)
+    target: torch.Tensor  # (B,) target items
+    src: torch.Tensor  # (B, S) encoder tokens (:meth:`GenerativeMethod.encoder_input`)
+    tgt: torch.Tensor  # (B, levels) target tokens (the labels)
+    tgt_in: torch.Tensor  # (B, levels) decoder input: [start] + the target's tokens but the last
 
 
 class GenerativeMethod(Method):
