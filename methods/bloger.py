@@ -237,7 +237,8 @@ class BLOGER(TIGER):
         uniq, inverse = torch.unique(items, return_inverse=True)
         if self._live:
             codes = self.item_tokens[uniq] - self.level_offsets
-            probs = self.tokenizer.code_probs(self.item_x[uniq], codes)
+            with torch.autocast(self.device.type, enabled=False):  # squared distances lose too much in bf16
+                probs = self.tokenizer.code_probs(self.item_x[uniq], codes)
         else:
             probs = self.probs[uniq]
         table = weight[N_SPECIAL : N_SPECIAL + levels * size].view(levels, size, -1)
