@@ -219,3 +219,20 @@ def test_method_contract_through_the_harness(name: str, tiny_split: Split, run_c
     assert len(rec["metrics"]) and rec["metrics"]["recall@10"] is not None
     if name == "bloger-letter":
         assert "regularizers" in rec["training"]["tokenizer"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_meta_step_on_cuda_under_bf16_autocast(tiny_split: Split, run_cfg) -> None:
+    """The lookahead (double backward through attention and RMSNorm) under the stack's bf16 autocast."""
+    cfg = run_cfg(device="cuda")
+    method, _ = build_method(METHODS.get("bloger"), tiny_split, 0, cfg, torch.device("cuda"))
+    method.prepare()
+    method.steps_per_epoch = 1
+    assert method.autocast["enabled"] and method.autocast["dtype"] == torch.bfloat16
+    history, target, rows = last_item_windows(method.data.train, method.config.max_len)
+    batch = method.train_batch(*(torch.from_numpy(a[:16]).long().cuda() for a in (rows, history, target)))
+    g_rec, facts = method.rec_meta_gradient(batch)
+    assert all(torch.isfinite(g).all() for g in g_rec if g is not None) and np.isfinite(facts["loss_rec_virtual"])
+    method.meta_step(0, batch)
+    assert method.semantic_ids.unique_fraction() == 1.0 and method.trie.leaf_items.device.type == "cuda"
