@@ -20,6 +20,16 @@ devices x 2 accumulation steps), up to 200 epochs.  TIGER's paper instead used A
 learning rate 0.01 for 10k steps then inverse square-root decay, batch 256
 (``lr_schedule = "rsqrt"`` gives that decay shape with AdamW).
 
+Hooks for methods whose tokenizer trains with the recommender (BLOGER): :meth:`GenerativeMethod.set_ids`
+installs new IDs mid-training (token table, trie; the vocabulary must keep its size);
+:meth:`~GenerativeMethod.input_embeddings` replaces the looked-up input embeddings of a batch
+(e.g. to let the loss reach the tokenizer); :meth:`~GenerativeMethod.train_logits` runs the
+recommender on a batch, optionally with substituted parameters (a functional call, for
+lookahead steps); :meth:`~GenerativeMethod.after_step` runs after every optimizer step;
+:meth:`~GenerativeMethod.checkpoint_module` is what early stopping keeps and restores
+(default the recommender), and :meth:`~GenerativeMethod.after_selection` runs once the best
+state is back.  With none of them overridden, training is TIGER's.
+
 Beams: ``beam`` (default 100, so Hit@100 is real) is used for the final validation and the
 test pass; while training, the per-epoch validation that drives early stopping uses the
 smaller ``valid_beam`` (default 20) for speed: the selection metric (NDCG@10) needs only
@@ -32,6 +42,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -149,6 +160,18 @@ def seq2seq_step(model: Seq2Seq, src: torch.Tensor, level_offsets: torch.Tensor,
     return step
 
 
+@dataclass
+class TrainBatch:
+    """One training batch: the examples' items and the tokens the recommender reads."""
+
+    users: torch.Tensor  # (B,) user rows
+    history: torch.Tensor  # (B, W) item indices, right-aligned, -1 = none (all-padding columns dropped)
+    target: torch.Tensor  # (B,) target items
+    src: torch.Tensor  # (B, S) encoder tokens (:meth:`GenerativeMethod.encoder_input`)
+    tgt: torch.Tensor  # (B, levels) target tokens (the labels)
+    tgt_in: torch.Tensor  # (B, levels) decoder input: [start] + the target's tokens but the last
+
+
 class GenerativeMethod(Method):
     """Base class: subclasses set ``name``/``description``/``Config`` and implement ``build_ids``."""
 
@@ -174,20 +197,27 @@ class GenerativeMethod(Method):
         ids = self.build_ids()
         self.ctx.synchronize()
         self.ctx.efficiency["tokenizer_seconds"] = time.perf_counter() - t0
+        self.set_ids(ids)
+        self.model = Seq2Seq(self.config.model_config(), self.user_offset + self.config.user_tokens, PAD).to(self.device)
+        self.ctx.info["semantic_ids"] = {
+            "source": ids.source, "sizes": list(ids.sizes), "levels": ids.levels,
+            "unique_fraction": ids.unique_fraction(), "prefixes_per_depth": self.trie.prefixes_per_depth(),
+        }  # fmt: skip
+        self.ctx.info["vocab_size"] = self.model.vocab_size
+
+    def set_ids(self, ids: SemanticIDs) -> None:
+        """Install ``ids``: the token table and the trie.  Once the model exists (a tokenizer that
+        changes during training), the level sizes must stay as they are: the vocabulary is fixed."""
         if ids.n_items != self.data.n_items:
-            raise ValueError(f"{self.name}.build_ids returned IDs for {ids.n_items} items, the data has {self.data.n_items}")
+            raise ValueError(f"{self.name}: IDs for {ids.n_items} items, the data has {self.data.n_items}")
+        if self.model is not None and ids.sizes != self.semantic_ids.sizes:
+            raise ValueError(f"{self.name}: new IDs have level sizes {ids.sizes}, the model's vocabulary was built for {self.semantic_ids.sizes}")
         self.semantic_ids = ids
         dev = self.device
         self.item_tokens = torch.from_numpy(ids.tokens() + N_SPECIAL).to(dev)  # (n_items, levels)
         self.level_offsets = torch.from_numpy(ids.offsets + N_SPECIAL).to(dev)
         self.user_offset = N_SPECIAL + ids.vocab_size
         self.trie = PrefixTrie.build(ids, dev)
-        self.model = Seq2Seq(self.config.model_config(), self.user_offset + self.config.user_tokens, PAD).to(dev)
-        self.ctx.info["semantic_ids"] = {
-            "source": ids.source, "sizes": list(ids.sizes), "levels": ids.levels,
-            "unique_fraction": ids.unique_fraction(), "prefixes_per_depth": self.trie.prefixes_per_depth(),
-        }  # fmt: skip
-        self.ctx.info["vocab_size"] = self.model.vocab_size
 
     def encoder_input(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """(B, H) right-aligned item history (-1 = none) -> (B, [1 +] H * levels + 1) tokens."""
@@ -215,47 +245,84 @@ class GenerativeMethod(Method):
         """Generation loss over (B, levels, vocab) logits; subclasses may add terms."""
         return F.cross_entropy(logits.flatten(0, 1) / self.config.tau, target.reshape(-1))
 
+    # ---- training hooks (a tokenizer trained with the recommender overrides these) ---------
+    @property
+    def autocast(self) -> dict[str, Any]:
+        """The stack's mixed precision: bf16 autocast on CUDA, off elsewhere."""
+        return dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    def train_batch(self, users: torch.Tensor, history: torch.Tensor, target: torch.Tensor) -> TrainBatch:
+        """The batch of examples (users, (B, max_len) histories, targets) with its tokens."""
+        width = int((history >= 0).sum(1).max())  # drop columns that are padding in every row
+        history = history[:, history.shape[1] - width :]
+        tgt = self.item_tokens[target]
+        tgt_in = torch.cat([torch.full_like(tgt[:, :1], BOS), tgt[:, :-1]], 1)
+        return TrainBatch(users, history, target, self.encoder_input(users, history), tgt, tgt_in)
+
+    def input_embeddings(self, batch: TrainBatch, weight: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Keyword arguments ``src_embeds``/``tgt_embeds`` of :meth:`Seq2Seq.forward` for ``batch``,
+        given the token embedding table ``weight`` in use; {} = look the tokens up (TIGER)."""
+        return {}
+
+    def train_logits(self, batch: TrainBatch, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """(B, levels, vocab) teacher-forced logits of ``batch``, under the stack's autocast;
+        ``params`` (name -> tensor) replaces the model's parameters (``torch.func.functional_call``)."""
+        weight = self.model.embed.weight if params is None else params.get("embed.weight", self.model.embed.weight)
+        with torch.autocast(**self.autocast):
+            extra = self.input_embeddings(batch, weight)
+            if params is None:
+                return self.model(batch.src, batch.tgt_in, **extra)
+            return torch.func.functional_call(self.model, params, (batch.src, batch.tgt_in), extra)
+
+    def after_step(self, step: int, batch: TrainBatch, loss: torch.Tensor) -> None:
+        """Called after optimizer step ``step`` (0-based, counted over all epochs) on ``batch``."""
+
+    def checkpoint_module(self) -> torch.nn.Module:
+        """What early stopping keeps and restores: the recommender (a method whose tokenizer
+        trains too returns a module holding both)."""
+        return self.model
+
+    def after_selection(self) -> None:
+        """Called once the selected checkpoint is restored, before the final evaluation."""
+
     # ---- training -------------------------------------------------------------------------
     def fit(self) -> None:
         self.prepare()
         cfg, dev = self.config, self.device
         history, target, rows = last_item_windows(self.data.train, cfg.max_len)
         history, target, users = (torch.from_numpy(a).to(dev) for a in (history, target, rows))
-        target_tok = self.item_tokens[target]  # (N, levels)
         gen = self.ctx.torch_generator(self.name, "train")
         # as the Hugging Face Trainer: no decay on norms and on the relative position bias tables
         decay = [p for n, p in self.model.named_parameters() if p.dim() > 1 and "bias.table" not in n]
         no_decay = [p for n, p in self.model.named_parameters() if not any(p is q for q in decay)]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-        total = cfg.epochs * max(1, math.ceil(len(target) / cfg.batch_size))
+        self.steps_per_epoch = max(1, math.ceil(len(target) / cfg.batch_size))
+        total = cfg.epochs * self.steps_per_epoch
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self.lr_factor(s, total))
-        autocast = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
         self.ctx.info.update(train_examples=len(target), lr_steps_planned=total)
         self._decoding_beam = cfg.valid_beam
         losses = []
+        step = 0
         try:
-            for _ in Selection(self.ctx, self.model, cfg.epochs, cfg.patience, cfg.eval_every):
+            for _ in Selection(self.ctx, self.checkpoint_module(), cfg.epochs, cfg.patience, cfg.eval_every):
                 self.model.train()
                 epoch_loss = torch.zeros((), device=dev)
                 n_batches = 0
                 for idx in shuffled_batches(len(target), cfg.batch_size, gen, dev):
-                    hist = history[idx]
-                    width = int((hist >= 0).sum(1).max())  # drop columns that are padding in every row
-                    src = self.encoder_input(users[idx], hist[:, hist.shape[1] - width :])
-                    tgt = target_tok[idx]
-                    tgt_in = torch.cat([torch.full_like(tgt[:, :1], BOS), tgt[:, :-1]], 1)
-                    with torch.autocast(**autocast):
-                        logits = self.model(src, tgt_in)
-                    loss = self.loss(logits, tgt)
+                    batch = self.train_batch(users[idx], history[idx], target[idx])
+                    loss = self.loss(self.train_logits(batch), batch.tgt)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if cfg.grad_clip > 0:
                         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                     opt.step()
                     sched.step()
+                    self.after_step(step, batch, loss.detach())
+                    step += 1
                     epoch_loss += loss.detach()
                     n_batches += 1
                 losses.append(round(float(epoch_loss) / max(1, n_batches), 5))
+            self.after_selection()
         finally:
             self._decoding_beam = cfg.beam
             self._gen = {k: 0 for k in self._gen}  # count generations of the final validation and test only

@@ -179,6 +179,18 @@ class RQVAE(nn.Module):
         recon = F.mse_loss(x_hat, x)
         return {"z": z, "z_q": z_q, "codes": codes, "residuals": residuals, "recon": recon, "quant": quant}
 
+    def code_probs(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """(B, levels, codebook_size) soft code probabilities of inputs ``x`` (B, d_in) given their
+        codes (B, levels): per level, softmax(-||r_l - e_l,c||^2) over the level's codewords,
+        where r_l is the residual the level quantizes (r_0 = the encoder output, r_{l+1} = r_l
+        minus the item's chosen codeword).  Differentiable in the encoder and the codebooks."""
+        r = self.encoder(x)
+        probs = []
+        for book, c in zip(self.codebooks, codes.unbind(1)):
+            probs.append(torch.softmax(-_sq_dist(r, book), -1))
+            r = r - book[c]
+        return torch.stack(probs, 1)
+
     @torch.no_grad()
     def encode(self, x: torch.Tensor, batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
         """Codes (n, levels) and last-level residuals (n, latent) of every row of ``x``."""
@@ -378,8 +390,18 @@ def train_rqvae(
         "before_collision_handling": before,
         "collisions": cfg.collisions,
     }
+    codes, sizes, source, facts = resolve_collisions(codes, last_residual, model, cfg)
+    info.update(facts)
+    info["after_collision_handling"] = collision_stats(codes)
+    info["seconds"] = time.perf_counter() - start
+    return model, SemanticIDs(codes, sizes, source, info)
+
+
+def resolve_collisions(codes: np.ndarray, last_residual: np.ndarray, model: RQVAE, cfg: RQVAEConfig) -> tuple[np.ndarray, tuple[int, ...], str, dict[str, Any]]:
+    """``cfg.collisions`` applied to the semantic codes (n, levels) of :meth:`RQVAE.encode`:
+    (codes, level sizes, source name, facts)."""
     sizes = [cfg.codebook_size] * cfg.levels
-    source = "rqvae"
+    source, facts = "rqvae", {}
     if cfg.collisions == "count":
         extra_level = count_level(codes)
         codes = np.concatenate([codes, extra_level[:, None]], 1)
@@ -387,11 +409,37 @@ def train_rqvae(
         source = "rqvae+count"
     elif cfg.collisions == "sinkhorn":
         codes, facts = sinkhorn_resolve(codes, last_residual, model.codebooks[-1].detach(), cfg)
-        info.update(facts)
         source = "rqvae+sinkhorn"
-    info["after_collision_handling"] = collision_stats(codes)
-    info["seconds"] = time.perf_counter() - start
-    return model, SemanticIDs(codes, tuple(sizes), source, info)
+    return codes, tuple(sizes), source, facts
+
+
+def unique_last_level(codes: np.ndarray, last_residual: np.ndarray, book: torch.Tensor) -> tuple[np.ndarray, int]:
+    """Make every row of ``codes`` unique without a counting level: in each group of items that
+    share a tuple, the first item (lowest index) keeps it and each other one takes, in item
+    order, the last-level code nearest to its last residual that no item with the same prefix
+    (the levels before the last) uses.  Returns the codes and how many items moved.  A prefix
+    shared by more items than the last level has codes keeps some collisions."""
+    codes = codes.copy()
+    inverse, counts = _group_ids(codes)
+    moved = 0
+    if (counts > 1).any():
+        prefixes = {}
+        for i, p in enumerate(map(tuple, codes[:, :-1].tolist())):
+            prefixes.setdefault(p, set()).add(int(codes[i, -1]))
+        book_np = book.detach().double().cpu().numpy()
+        first = {}
+        for i in range(len(codes)):
+            g = inverse[i]
+            if counts[g] == 1 or first.setdefault(g, i) == i:
+                continue
+            used = prefixes[tuple(codes[i, :-1].tolist())]
+            dist = ((book_np - last_residual[i].astype(np.float64)) ** 2).sum(1)
+            free = [int(c) for c in np.argsort(dist, kind="stable") if int(c) not in used]
+            if free:
+                codes[i, -1] = free[0]
+                used.add(free[0])
+                moved += 1
+    return codes, moved
 
 
 # ---- indices given from outside ----------------------------------------------------------

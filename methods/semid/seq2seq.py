@@ -193,13 +193,15 @@ class Seq2Seq(nn.Module):
         if self.head is not None:
             nn.init.normal_(self.head.weight, std=d**-0.5)
 
-    def encode(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, src: torch.Tensor, embeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``src`` (B, S) token ids (``pad_id`` = nothing; each row needs one real token).
-        Returns the memory (B, S, d) and the key mask (B, 1, 1, S), True = real token."""
+        Returns the memory (B, S, d) and the key mask (B, 1, 1, S), True = real token.
+        ``embeds`` (B, S, d): input embeddings to read instead of looking ``src`` up (``src``
+        still gives the padding mask), e.g. embeddings that carry a tokenizer's gradient."""
         keep = (src != self.pad_id)[:, None, None, :]
         S = src.shape[1]
         mask = self.enc_bias(S, S, src.device) + torch.zeros(keep.shape, device=src.device).masked_fill(~keep, -torch.inf)
-        x = self.drop(self.embed(src))
+        x = self.drop(self.embed(src) if embeds is None else embeds)
         for layer in self.encoder:
             x = layer(x, mask)
         return self.drop(self.enc_norm(x)), keep
@@ -208,12 +210,14 @@ class Seq2Seq(nn.Module):
         """Each decoder layer's cross-attention keys and values, computed once per batch."""
         return [layer.cross_attn.project_kv(memory) for layer in self.decoder]
 
-    def decode(self, tgt: torch.Tensor, memory_keep: torch.Tensor, cross_kv: list, past: list | None = None):
+    def decode(self, tgt: torch.Tensor, memory_keep: torch.Tensor, cross_kv: list, past: list | None = None,
+               embeds: torch.Tensor | None = None):  # fmt: skip
         """``tgt`` (B, T) or (B, K, T) decoder input ids -> hidden states of the same shape + (d,).
 
         With ``past`` (the list this method returned as its second value for the earlier
         positions, rows ordered as ``tgt``'s B * K beams) only the new positions are fed and
-        the pair ``(hidden, past)`` is returned (the incremental decoding of beam search)."""
+        the pair ``(hidden, past)`` is returned (the incremental decoding of beam search).
+        ``embeds`` (``tgt``'s shape + (d,)): input embeddings read instead of looking ``tgt`` up."""
         incremental = past is not None
         squeeze = tgt.dim() == 2
         if squeeze:
@@ -223,7 +227,9 @@ class Seq2Seq(nn.Module):
         total = start + T
         causal = torch.ones(total, total, dtype=torch.bool, device=tgt.device).tril()
         self_bias = self.dec_bias(total, total, tgt.device).masked_fill(~causal, -torch.inf)[:, :, start:]
-        x = self.drop(self.embed(tgt))
+        if embeds is not None and squeeze:
+            embeds = embeds.unsqueeze(1)
+        x = self.drop(self.embed(tgt) if embeds is None else embeds)
         new_past = []
         for i, (layer, kv) in enumerate(zip(self.decoder, cross_kv)):
             x, kv_self = layer(x, self_bias, kv, memory_keep, past[i] if incremental else None)
@@ -238,14 +244,18 @@ class Seq2Seq(nn.Module):
         return [(torch.zeros(shape, device=device, dtype=dtype),) * 2 for _ in self.decoder]
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
-        """Vocabulary logits, computed in float32 even under autocast (bf16 logits tie often)."""
+        """Vocabulary logits, computed in float32 even under autocast (bf16 logits tie often),
+        or in float64 for a float64 model."""
         with torch.autocast(h.device.type, enabled=False):
-            h = h.float()
+            dtype = torch.promote_types(h.dtype, torch.float32)
+            h = h.to(dtype)
             if self.head is None:
-                return (h * self.cfg.d_model**-0.5) @ self.embed.weight.float().T
-            return h @ self.head.weight.float().T
+                return (h * self.cfg.d_model**-0.5) @ self.embed.weight.to(dtype).T
+            return h @ self.head.weight.to(dtype).T
 
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: (B, S) source, (B, T) decoder input -> (B, T, vocab) logits."""
-        memory, keep = self.encode(src)
-        return self.logits(self.decode(tgt_in, keep, self.cross_kv(memory)))
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, src_embeds: torch.Tensor | None = None,
+                tgt_embeds: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """Teacher forcing: (B, S) source, (B, T) decoder input -> (B, T, vocab) logits; the
+        optional ``*_embeds`` replace the looked-up input embeddings (see :meth:`encode`)."""
+        memory, keep = self.encode(src, src_embeds)
+        return self.logits(self.decode(tgt_in, keep, self.cross_kv(memory), embeds=tgt_embeds))
