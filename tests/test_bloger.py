@@ -12,7 +12,7 @@ import torch
 from bench.batching import last_item_windows
 from bench.config import resolve_config
 from bench.errors import UserError
-from bench.runner import build_method, run_one
+from bench.runner import build_method, execute
 from bench.split import Split
 from methods import METHODS
 from methods.bloger import BLOGERConfig, BLOGERLetterConfig, combine_gradients, project_conflict
@@ -151,7 +151,8 @@ def test_ids_and_trie_are_rebuilt_after_every_tokenizer_update(tiny_split: Split
     builds = []
     original = PrefixTrie.build.__func__
     monkeypatch.setattr(PrefixTrie, "build", classmethod(lambda cls, ids, device="cpu": builds.append(ids.codes.copy()) or original(cls, ids, device)))
-    m = _method(tiny_split, run_cfg, tokenizer_lr=0.05)
+    # 16 last-level codes per prefix: room for every collision group of the 30 tiny items to be split
+    m = _method(tiny_split, run_cfg, tokenizer_lr=0.05, rq_codebook_size=16)
     batch = _batch(m, 16)
     start = m.semantic_ids.codes.copy()
     changed = 0
@@ -205,7 +206,7 @@ def test_options_and_variants() -> None:
 @pytest.mark.parametrize("name", ["bloger", "bloger-letter"])
 def test_method_contract_through_the_harness(name: str, tiny_split: Split, run_cfg) -> None:
     cfg = run_cfg()
-    rec = json.loads(run_one(METHODS.get(name), tiny_split, 0, cfg).read_text())
+    rec = json.loads(execute(METHODS.get(name), tiny_split, 0, cfg).read_text())
     n = tiny_split.n_items
     assert rec["codebook"]["n_items"] == n and rec["codebook"]["collision_rate"] == 0.0  # the final IDs, measured
     assert rec["training"]["generation_stats"]["invalid_rate"] == 0 and rec["generation"]["duplicate_rate"] == 0
