@@ -168,3 +168,24 @@ def test_script_adds_to_a_results_dir(tmp_path: Path) -> None:
         sys.modules.pop(spec.name, None)
     assert counts == {"added": 2, "kept": 0}
     assert all("value_metrics" in r.data for r in load_records(tmp_path))
+
+
+def test_leaderboard_value_table_keeps_sources_apart(tmp_path: Path) -> None:
+    from bench.leaderboard import render_leaderboard
+
+    split = _split(with_price=False)
+    ranks = np.arange(len(split.test.targets)) % 11
+    for method in ("a", "b"):
+        _write(tmp_path, split, method, 0, ranks, split.dataset.fingerprint)
+    _write(tmp_path, split, "none", 0, ranks, split.dataset.fingerprint)  # no section: not in the value table
+    for rec in load_records(tmp_path):
+        if rec.data["method"] == "a":
+            add_value_metrics(rec, split)
+        elif rec.data["method"] == "b":
+            add_value_metrics(rec, split, SimulatedValueModel(seed=7))
+    board = render_leaderboard(tmp_path)
+    tables = board.split("Value metrics (")[1:]
+    assert len(tables) == 2 and all("simulated" in t for t in tables)
+    assert ("| a " in tables[0]) != ("| a " in tables[1]) and not any("| none " in t for t in tables)
+    want = value_section(split, ranks)["metrics"]["value_hr@100"]
+    assert f"{want:.4f}" in board
