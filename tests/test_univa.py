@@ -151,3 +151,26 @@ def test_ablations_and_presets() -> None:
         UniVAConfig(constraint="all")
     with pytest.raises(UserError, match="rq_collisions"):
         UniVAConfig(rq_collisions="count")
+
+
+def test_beta_sweep_script_on_tiny_data(tiny_split: Split, run_cfg, tmp_path) -> None:
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "univa_beta_tradeoff.py"
+    spec = importlib.util.spec_from_file_location("univa_beta_tradeoff", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        cfg = run_cfg()
+        cfg.overrides["univa"]["rl_epochs"] = 0
+        method, parts = build_method(METHODS.get("univa"), tiny_split, 0, cfg, torch.device("cpu"))
+        method.fit()
+        rows = module.sweep(method, tiny_split, parts["tiebreak"], [0.0, 5.0], 16)
+        module.plot(rows, tmp_path / "sweep.png", "tiny")
+    finally:
+        sys.modules.pop(spec.name, None)
+    assert [r["beta"] for r in rows] == [0.0, 5.0] and (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert all(set(r["value_metrics"]) >= {"hr@100", "value_hr@100", "wndcg@100"} for r in rows)
