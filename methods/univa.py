@@ -266,6 +266,8 @@ class UniVA(TIGER):
     def rl_stage(self, supervised_best: float) -> dict:
         cfg, dev = self.config, self.device
         history, target, users = self.rl_examples()
+        if isinstance(self.model, ValueSeq2Seq):
+            self.model.last_hidden = None  # a non-leaf tensor cannot be deep-copied
         reference = copy.deepcopy(self.model).eval()
         for p in reference.parameters():
             p.requires_grad_(False)
