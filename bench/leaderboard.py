@@ -161,6 +161,42 @@ def _footnotes(methods: dict[str, list[Record]]) -> list[str]:
     return ["Notes:", "", *notes, ""] if notes else []
 
 
+def _value_table(methods: dict[str, list[Record]]) -> list[str]:
+    """Value metrics (HR, ValueHR, wNDCG at 10 and 100) of the records that have the section,
+    one table per value source: real prices and a simulated model are never mixed."""
+    from bench.value import SECTION, VALUE_METRIC_KEYS, source_key
+
+    by_source: dict[str, dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
+    sources = {}
+    for m, rs in methods.items():
+        for r in rs:
+            section = r.data.get(SECTION)
+            if section:
+                key = source_key(section["value_source"])
+                sources[key] = section["value_source"]
+                by_source[key][m].append(r)
+    out = []
+    for key in sorted(by_source):
+        src, group = sources[key], by_source[key]
+        stats = {m: {k: _mean_std([r.data[SECTION]["metrics"].get(k) for r in rs]) for k in VALUE_METRIC_KEYS} for m, rs in group.items()}
+        best = {k: max((s[k][0] for s in stats.values() if s[k] is not None), default=None) for k in VALUE_METRIC_KEYS}
+        rows = [[m, len(group[m])] + [_fmt(stats[m][k], stats[m][k] is not None and stats[m][k][0] == best[k]) for k in VALUE_METRIC_KEYS]
+                for m in sorted(group, key=lambda m: (-(stats[m]["value_hr@100"] or (-1.0,))[0], m))]  # fmt: skip
+        if src.get("kind") == "real":
+            what = f"real item values, {src.get('transform')} ({src.get('items_with_value', 0):.0%} of items have one; the rest weigh 0)"
+        else:
+            params = ", ".join(f"{k} {v}" for k, v in src.get("params", {}).items())
+            what = f"**simulated** item values: {src.get('model')} ({params}, seed {src.get('seed')}), a stand-in for an advertiser's eCPM"
+        out += [
+            f"Value metrics ({what}; HR@K = hit rate, ValueHR@K = value-weighted hit rate, wNDCG@K = value-weighted NDCG; "
+            "sorted by value_hr@100):",
+            "",
+            tabulate(rows, headers=["method", "n", *VALUE_METRIC_KEYS], tablefmt="github", disable_numparse=True),
+            "",
+        ]
+    return out
+
+
 def _non_default(records: list[Record]) -> str:
     """The config values of these records that differ from the method's current defaults
     (``key=value``, union over seeds), "defaults" when there are none: epoch caps, smaller
@@ -259,6 +295,7 @@ def render_leaderboard(results_dir: Path) -> str:
         lines.append("")
         lines.extend(_masked_table(methods))
         lines.extend(_published_table(dataset, methods))
+        lines.extend(_value_table(methods))
         lines.extend(_codebook_table(methods))
         lines.extend(_footnotes(methods))
     return "\n".join(lines).rstrip() + "\n"

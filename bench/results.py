@@ -120,6 +120,15 @@ def ranks_run_id(ranks_file: Path) -> str | None:
         return str(z["run_id"]) if "run_id" in z.files else None
 
 
+def rewrite_record(path: Path, record: dict) -> None:
+    """Rewrite an existing record's JSON atomically (e.g. to add a section derived from its
+    ranks file); the ranks file is left as it is."""
+    if not ranks_path(path).is_file():
+        raise UserError(f"{path}: no ranks file beside it; not a complete record")
+    text = json.dumps(_clean(record), indent=1, sort_keys=False) + "\n"
+    _atomic(path, lambda f: f.write(text.encode()))
+
+
 def is_complete(path: Path) -> bool:
     """Both files exist, the JSON parses, and both carry the same run id."""
     if not path.is_file() or not ranks_path(path).is_file():

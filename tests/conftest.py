@@ -32,6 +32,14 @@ TINY_OVERRIDES: dict[str, dict] = {
               "rq_hidden": (32,), "rq_epochs": 20, "rq_batch_size": 16, "clusters": 2, "cf_epochs": 2, "cf_layers": 1,
               "cf_max_len": 8, "cf_batch_size": 32}
        for name in ("letter-tiger", "letter-base", "tiger-cr", "tiger-dr", "tiger-cr-dr")},
+    **{name: {"d_model": 16, "layers": 1, "heads": 2, "d_kv": 8, "d_ff": 32, "max_len": 8, "batch_size": 32, "epochs": 2,
+              "eval_every": 1, "patience": 1, "valid_beam": 10, "rq_levels": 2, "rq_codebook_size": 4, "rq_latent_dim": 8,
+              "rq_hidden": (32,), "rq_epochs": 20, "rq_batch_size": 0, "value_bins": 3, "rl_epochs": 2, "rl_patience": 2,
+              "rl_examples": 64, "rl_group": 4, "rl_batch_size": 32}
+       for name in ("univa", "univa-no-value-head", "univa-beta0")},
+    "univa-no-rl": {"d_model": 16, "layers": 1, "heads": 2, "d_kv": 8, "d_ff": 32, "max_len": 8, "batch_size": 32, "epochs": 2,
+                    "eval_every": 1, "patience": 1, "valid_beam": 10, "rq_levels": 2, "rq_codebook_size": 4, "rq_latent_dim": 8,
+                    "rq_hidden": (32,), "rq_epochs": 20, "rq_batch_size": 0, "value_bins": 3},
     "tiger-letterindex": {"d_model": 16, "layers": 1, "heads": 2, "d_kv": 8, "d_ff": 32, "max_len": 8, "batch_size": 32,
                           "epochs": 2, "eval_every": 1, "patience": 1, "valid_beam": 10},
     "lightgcn": {"dim": 16, "epochs": 3, "eval_every": 1, "patience": 2, "batch_size": 64},

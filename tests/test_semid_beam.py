@@ -229,3 +229,25 @@ def test_seq2seq_equals_hugging_face_t5_with_the_same_weights() -> None:
         ours = model(src, tgt)
         theirs = hf(input_ids=src, attention_mask=(src != 0).long(), decoder_input_ids=tgt).logits
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_item_mask_restricts_each_row_and_keeps_order() -> None:
+    ids = random_ids(16)  # random codes: some leaves hold several items
+    trie = PrefixTrie.build(ids)
+    model, src, offsets = setup(ids)
+    B = len(src)
+    full = beam_search(seq2seq_step(model, src, offsets, ids.sizes), trie, B, 200, 16, "cpu")
+    gen = torch.Generator().manual_seed(1)
+    mask = torch.rand(B, ids.n_items, generator=gen) < 0.5
+    got = beam_search(seq2seq_step(model, src, offsets, ids.sizes), trie, B, 200, 16, "cpu", item_mask=mask)
+    for b in range(B):
+        want = [i for i in full.items[b].tolist() if i >= 0 and mask[b, i]]
+        assert [i for i in got.items[b].tolist() if i >= 0] == want
+    # all allowed: identical to no mask
+    same = beam_search(seq2seq_step(model, src, offsets, ids.sizes), trie, B, 5, 16, "cpu", item_mask=torch.ones(B, ids.n_items, dtype=torch.bool))
+    ref = beam_search(seq2seq_step(model, src, offsets, ids.sizes), trie, B, 5, 16, "cpu")
+    assert torch.equal(same.items, ref.items)
+    # a small beam never spends a slot on a prefix without allowed items
+    small = beam_search(seq2seq_step(model, src, offsets, ids.sizes), trie, B, 3, 16, "cpu", item_mask=mask)
+    assert all(mask[b, i] for b in range(B) for i in small.items[b].tolist() if i >= 0)
+    assert (small.items[:, 0] >= 0).all()

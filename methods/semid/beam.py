@@ -12,6 +12,10 @@ the best ``beam`` of beam x level-size candidates per user (ties: the lower flat
 wins, i.e. the better-ranked parent beam, then the smaller code).  Only valid IDs can come
 out.  Where fewer valid continuations exist than the beam, the rest stay -inf and are
 dropped.  The result maps leaves to items, best first, each item at most once.
+
+An optional per-request ``item_mask`` (B, n_items) restricts each row to the IDs of its
+allowed items: a prefix with no allowed item below it is masked like an invalid code, and
+disallowed items sharing a leaf with allowed ones are dropped from the list.
 """
 
 from __future__ import annotations
@@ -61,6 +65,21 @@ class PrefixTrie:
     def prefixes_per_depth(self) -> list[int]:
         return [len(t) for t in self.transitions] + [self.n_leaves]
 
+    def allowed_prefixes(self, item_mask: torch.Tensor) -> list[torch.Tensor]:
+        """Per depth d >= 1, (B, prefixes at depth d) bool: some item of the row's ``item_mask``
+        (B, n_items) lies below the prefix; the last entry is per leaf."""
+        B = item_mask.shape[0]
+        leaf_of_item = torch.empty_like(self.leaf_items)
+        leaf_of_item[self.leaf_items] = torch.repeat_interleave(torch.arange(self.n_leaves, device=self.leaf_ptr.device), self.leaf_ptr.diff())
+        node = torch.zeros(B, self.n_leaves, device=item_mask.device).index_add_(1, leaf_of_item, item_mask.float()) > 0
+        out = [node]
+        for table in reversed(self.transitions[1:]):
+            rows, _ = torch.nonzero(table >= 0, as_tuple=True)
+            child = table[table >= 0].long()
+            up = torch.zeros(B, len(table), device=item_mask.device).index_add_(1, rows, out[0][:, child].float()) > 0
+            out.insert(0, up)
+        return out
+
     def leaf_of(self, codes: torch.Tensor) -> torch.Tensor:
         """(..., levels) code tuples -> leaf index, or -1 for a tuple that is not a valid ID."""
         node = torch.zeros(codes.shape[:-1], dtype=torch.long, device=codes.device)
@@ -87,14 +106,16 @@ StepFn = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @torch.no_grad()
-def beam_search(step: StepFn, trie: PrefixTrie, batch: int, beam: int, k: int, device: torch.device | str) -> BeamResult:
+def beam_search(step: StepFn, trie: PrefixTrie, batch: int, beam: int, k: int, device: torch.device | str,
+                item_mask: torch.Tensor | None = None) -> BeamResult:
     """Constrained beam search for ``batch`` rows.
 
     ``step(depth, codes, parent)`` gets the codes chosen so far, (batch, K, depth) long, and
     for each of the K beams the index of the beam it extends in the previous call's K
     (zeros at depth 0; for decoders that cache per-beam state), and returns (batch, K,
     sizes[depth]) next-code log-probabilities (called ``levels`` times in all).
-    Returns the top ``k`` items per row (from at most ``beam`` IDs).
+    Returns the top ``k`` items per row (from at most ``beam`` IDs).  ``item_mask``: optional
+    (batch, n_items) bool, the items each row may show (None = all).
     """
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
@@ -102,11 +123,15 @@ def beam_search(step: StepFn, trie: PrefixTrie, batch: int, beam: int, k: int, d
     scores = torch.zeros(batch, 1, device=device)
     codes = torch.zeros(batch, 1, 0, dtype=torch.long, device=device)
     parent = torch.zeros(batch, 1, dtype=torch.long, device=device)
+    allowed = trie.allowed_prefixes(item_mask.to(device)) if item_mask is not None else None
     for d, table in enumerate(trie.transitions):
         logp = step(d, codes, parent).float()
         K, size = logp.shape[1], logp.shape[2]
         child = table[prefix.clamp_min(0)].long()  # (B, K, size)
         child = torch.where((prefix >= 0).unsqueeze(-1), child, -1)
+        if allowed is not None:  # a prefix with no allowed item below it is as good as invalid
+            ok = allowed[d].gather(1, child.clamp_min(0).reshape(batch, -1)).reshape(child.shape)
+            child = torch.where(ok, child, -1)
         cand = torch.where(child >= 0, scores.unsqueeze(-1) + logp, -torch.inf).reshape(batch, K * size)
         width = min(beam, K * size)
         top, idx = torch.sort(cand, dim=1, descending=True, stable=True)
@@ -121,7 +146,11 @@ def beam_search(step: StepFn, trie: PrefixTrie, batch: int, beam: int, k: int, d
     leaves = prefix
     finite = torch.isfinite(scores)
     invalid = int((finite & (leaves < 0)).sum())
-    items, duplicates = _leaves_to_items(leaves, trie, k)
+    every = k if item_mask is None else max(k, int(trie.leaf_ptr.diff().max()) * leaves.shape[1])  # masked: all, then the top k
+    items, duplicates = _leaves_to_items(leaves, trie, every)
+    if item_mask is not None:  # drop disallowed items that share a leaf with allowed ones
+        shown = (items >= 0) & item_mask.to(device).gather(1, items.clamp_min(0))
+        items = _first_occurrences(torch.where(shown, items, -1))[:, :k]
     return BeamResult(items, leaves, codes, scores, int(finite.sum()), invalid, duplicates)
 
 

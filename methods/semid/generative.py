@@ -51,7 +51,7 @@ from bench.batching import last_item_windows, shuffled_batches
 from bench.errors import UserError
 from bench.method import EvalBatch, Method
 from bench.training import Selection
-from methods.semid.beam import PrefixTrie, beam_search
+from methods.semid.beam import BeamResult, PrefixTrie, beam_search
 from bench.semantic_ids import SemanticIDs
 from methods.semid.seq2seq import Seq2Seq, Seq2SeqConfig
 
@@ -198,7 +198,7 @@ class GenerativeMethod(Method):
         self.ctx.synchronize()
         self.ctx.efficiency["tokenizer_seconds"] = time.perf_counter() - t0
         self.set_ids(ids)
-        self.model = Seq2Seq(self.config.model_config(), self.user_offset + self.config.user_tokens, PAD).to(self.device)
+        self.model = self.make_model(self.user_offset + self.config.user_tokens).to(self.device)
         self.ctx.info["semantic_ids"] = {
             "source": ids.source, "sizes": list(ids.sizes), "levels": ids.levels,
             "unique_fraction": ids.unique_fraction(), "prefixes_per_depth": self.trie.prefixes_per_depth(),
@@ -218,6 +218,10 @@ class GenerativeMethod(Method):
         self.level_offsets = torch.from_numpy(ids.offsets + N_SPECIAL).to(dev)
         self.user_offset = N_SPECIAL + ids.vocab_size
         self.trie = PrefixTrie.build(ids, dev)
+
+    def make_model(self, vocab_size: int) -> Seq2Seq:
+        """The recommender (hook: a subclass may return a Seq2Seq with extra heads)."""
+        return Seq2Seq(self.config.model_config(), vocab_size, PAD)
 
     def encoder_input(self, users: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """(B, H) right-aligned item history (-1 = none) -> (B, [1 +] H * levels + 1) tokens."""
@@ -332,12 +336,17 @@ class GenerativeMethod(Method):
         return [self.semantic_ids] if self.semantic_ids is not None else []
 
     # ---- recommendation -------------------------------------------------------------------
+    def search(self, batch: EvalBatch, src: torch.Tensor, beam: int, k: int) -> BeamResult:
+        """The constrained beam search for one batch (hook: a subclass may change the step's
+        scores or restrict the items per request)."""
+        step = seq2seq_step(self.model, src, self.level_offsets, self.semantic_ids.sizes)
+        return beam_search(step, self.trie, len(src), beam, k, self.device)
+
     @torch.no_grad()
     def recommend(self, batch: EvalBatch, k: int) -> torch.Tensor:
         B, beam = len(batch.users), self._decoding_beam
         src = self.encoder_input(batch.users, batch.history)
-        step = seq2seq_step(self.model, src, self.level_offsets, self.semantic_ids.sizes)
-        res = beam_search(step, self.trie, B, beam, k, self.device)
+        res = self.search(batch, src, beam, k)
         g = self._gen
         g["users"] += B
         g["slots"] += B * beam

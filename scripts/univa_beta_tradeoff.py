@@ -1,0 +1,101 @@
+"""Train univa once (validation selects its checkpoint as in the harness), then decode the
+test users with the value-guided beam at several beta and plot HR@100 against ValueHR@100.
+
+An analysis sweep, not a selection: beta is not chosen on these test numbers.  The value
+metrics are bench/value.py's (the same values every record uses).
+
+    BENCH_CACHE_DIR=/path/cache python scripts/univa_beta_tradeoff.py --dataset scientific --data-dir /work/shared/data \\
+        --preset cpu --betas 0,0.5,1,2 --threads 1 --out results/scientific-univa-beta.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from bench.config import parse_set_options, resolve_config, to_dict
+from bench.data.registry import load_dataset
+from bench.evaluate import Evaluator
+from bench.metrics import summarize
+from bench.runner import RunConfig, build_method, resolve_device
+from bench.split import leave_one_out
+from bench.value import value_section
+from methods import METHODS
+
+
+def sweep(method, split, tiebreak, betas: list[float], batch_size: int) -> list[dict]:
+    rows = []
+    for beta in betas:
+        method.config = dataclasses.replace(method.config, beta=beta)
+        out = Evaluator(split.test, method, tiebreak, batch_size, False, f"test beta={beta}").run()
+        section = value_section(split, out.ranks)
+        rows.append({"beta": beta, "metrics": summarize(out.ranks, out.list_depth, split.n_items), "value_metrics": section["metrics"],
+                     "value_source": section["value_source"], "test_seconds": out.seconds})  # fmt: skip
+    return rows
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [r["value_metrics"]["hr@100"] for r in rows]
+    y = [r["value_metrics"]["value_hr@100"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(x, y, "o-")
+    for r, a, b in zip(rows, x, y):
+        ax.annotate(f"β={r['beta']:g}", (a, b), textcoords="offset points", xytext=(5, 5))
+    ax.set_xlabel("HR@100")
+    ax.set_ylabel("ValueHR@100")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="scientific")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--method", default="univa", help="univa or one of its ablations with a value head")
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--set", action="append", default=[], help="FIELD=VALUE for the method (after the preset)")
+    ap.add_argument("--betas", default="0,0.5,1,2")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--out", default="univa-beta.png", help="the PNG; a JSON of the numbers is written beside it")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cls = METHODS.get(args.method)
+    overrides = parse_set_options([f"{args.method}.{s}" for s in args.set]).get(args.method, {})
+    config = resolve_config(cls, args.preset, overrides)
+    split = leave_one_out(load_dataset(args.dataset, data_dir=args.data_dir, download=False))
+    device = resolve_device(args.device)
+    run = RunConfig(device=str(device), progress=False, log=True, eval_batch_size=args.batch_size,
+                    overrides={cls.name: to_dict(config)})  # fmt: skip
+    method, parts = build_method(cls, split, args.seed, run, device)
+    method.fit()
+    rows = sweep(method, split, parts["tiebreak"], [float(b) for b in args.betas.split(",")], args.batch_size)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    facts = {"dataset": args.dataset, "method": cls.name, "seed": args.seed, "preset": args.preset, "config": to_dict(config),
+             "training": method.ctx.info, "efficiency": method.ctx.efficiency, "sweep": rows,
+             "note": "analysis sweep over the decoding beta of one trained model; beta is not selected on these test numbers"}  # fmt: skip
+    out.with_suffix(".json").write_text(json.dumps(facts, indent=1, default=str) + "\n")
+    plot(rows, out, f"{cls.name} on {args.dataset} (seed {args.seed}, preset {args.preset}): beta sweep")
+    for r in rows:
+        print(f"beta {r['beta']:g}: " + ", ".join(f"{k} {v:.4f}" for k, v in r["value_metrics"].items() if v is not None))
+
+
+if __name__ == "__main__":
+    main()
