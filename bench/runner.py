@@ -35,6 +35,8 @@ from bench.metrics import MAX_RANK, METRIC_KEYS, summarize, tiebreak_order
 from bench.results import Claim, claim_path, codebook_plot_path, is_complete, new_run_id, record_path, temp_name, write_record
 from bench.semantic_ids import SemanticIDs
 from bench.split import Split, sample_rows
+from bench.value import SECTION as VALUE_SECTION
+from bench.value import value_section
 
 PROTOCOL = {
     "split": "leave-one-out (last item test, second-to-last validation)",
@@ -44,7 +46,7 @@ PROTOCOL = {
 }
 # Sections the harness writes; a method's report() may not reuse these names.
 HARNESS_SECTIONS = ("dataset", "method", "seed", "run_id", "metrics", "valid_metrics", "test_metrics_history_masked", "protocol",
-                    "efficiency", "config", "dataset_info", "provenance", "generation", "codebook", "codebook_plot",
+                    "efficiency", "config", "dataset_info", "provenance", "generation", "codebook", "codebook_plot", "value_metrics",
                     "per_user", "schema")  # fmt: skip
 
 
@@ -306,6 +308,9 @@ def execute(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig, d
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         },
     }
+    values = value_section(test_set, test.ranks)  # value-weighted hit rate and NDCG (real prices, else simulated values)
+    if values is not None:
+        record[VALUE_SECTION] = values
     if test.list_depth is not None:  # ranked lists: how deep they went and what was dropped
         record["generation"] = {
             "short_list_users": test.short_lists,

@@ -58,6 +58,9 @@ def test_run_one_writes_a_complete_record(name: str, tiny_split: Split, run_cfg,
     for key in ("git_sha", "git_dirty", "data_fingerprint", "packages", "hardware", "command", "started_at", "finished_at"):
         assert key in prov, key
     assert prov["data_fingerprint"] == tiny_split.dataset.fingerprint and "torch" in prov["packages"]
+    assert rec["run_id"] and rec["efficiency"]["precision"] in ("fp32", "bf16") and rec["efficiency"]["threads"] >= 1
+    values = rec["value_metrics"]  # every method gets the value metrics (the tiny data has real prices)
+    assert values["value_source"]["kind"] == "real" and values["metrics"]["hr@10"] == pytest.approx(rec["metrics"]["recall@10"])
     proto = rec["protocol"]
     assert proto["ranking"] == "full catalog" and proto["select_metric"] == "ndcg@10" and proto["output"] == cls.output
     expected_config = to_dict(dataclasses.replace(cls.Config(), **tiny))
