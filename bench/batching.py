@@ -69,6 +69,23 @@ def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, device
         yield order[start : start + batch_size]
 
 
+def length_grouped_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator, mega: int = 50):
+    """Index batches of rows of similar length, in a seeded random order (Hugging Face's
+    ``group_by_length``): a random permutation is cut into mega-batches of ``mega *
+    batch_size`` rows, each sorted by length (longest first) and cut into batches, and the
+    batches are shuffled.  Every row once per pass; a batch pads to its own longest row only."""
+    n, dev = len(lengths), lengths.device
+    order = torch.randperm(n, generator=generator, device=dev)
+    size = mega * batch_size
+    batches = []
+    for start in range(0, n, size):
+        chunk = order[start : start + size]
+        chunk = chunk[torch.argsort(lengths[chunk], descending=True, stable=True)]
+        batches.extend(chunk.split(batch_size))
+    for b in torch.randperm(len(batches), generator=generator, device=dev).tolist():
+        yield batches[b]
+
+
 def last_item_windows(seqs: Sequences, window: int, pad: int = -1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One training example per next-item target: the last ``window`` items before it.
 

@@ -95,10 +95,12 @@ LossFn = Callable[[torch.Tensor], "torch.Tensor | None"]
 
 
 def run_epoch(ctx: Context, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
-              batches: Iterable[torch.Tensor], grad_clip: float = 0.0, scheduler=None) -> float:  # fmt: skip
+              batches: Iterable[torch.Tensor], grad_clip: float = 0.0, scheduler=None,
+              after_step: Callable[[torch.Tensor], None] | None = None) -> float:  # fmt: skip
     """One pass: for each batch, the loss under ``ctx.autocast()`` (``None`` skips the batch),
-    backward, optional clipping, the optimizer and scheduler steps.  Returns the mean batch
-    loss; the losses are summed on the device, so the pass synchronizes once, at its end."""
+    backward, optional clipping of ``model``'s gradients, the optimizer and scheduler steps,
+    then ``after_step(loss)``.  Returns the mean batch loss; the losses are summed on the
+    device, so the pass synchronizes once, at its end."""
     model.train()
     total = torch.zeros((), device=ctx.device)
     n = 0
@@ -114,6 +116,8 @@ def run_epoch(ctx: Context, model: torch.nn.Module, optimizer: torch.optim.Optim
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if after_step is not None:
+            after_step(loss.detach())
         total += loss.detach().float()
         n += 1
     return float(total) / max(1, n)
@@ -121,11 +125,14 @@ def run_epoch(ctx: Context, model: torch.nn.Module, optimizer: torch.optim.Optim
 
 def train(ctx: Context, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
           batches: Callable[[], Iterable[torch.Tensor]], epochs: int, patience: int, eval_every: int = 1,
-          grad_clip: float = 0.0, scheduler=None) -> list[float]:  # fmt: skip
-    """Train under :class:`Selection`: ``batches()`` gives each epoch's index batches.  The
-    mean loss of every epoch goes to ``ctx.info["train_loss_curve"]`` and is returned."""
+          grad_clip: float = 0.0, scheduler=None, after_step: Callable[[torch.Tensor], None] | None = None,
+          select: torch.nn.Module | None = None) -> list[float]:  # fmt: skip
+    """Train under :class:`Selection`: ``batches()`` gives each epoch's index batches.
+    ``select`` is what early stopping keeps and restores (default ``model``; e.g. a module
+    holding a tokenizer trained alongside).  The mean loss of every epoch goes to
+    ``ctx.info["train_loss_curve"]`` and is returned."""
     losses: list[float] = []
-    for _ in Selection(ctx, model, epochs, patience, eval_every):
-        losses.append(round(run_epoch(ctx, model, optimizer, loss_fn, batches(), grad_clip, scheduler), 5))
+    for _ in Selection(ctx, select if select is not None else model, epochs, patience, eval_every):
+        losses.append(round(run_epoch(ctx, model, optimizer, loss_fn, batches(), grad_clip, scheduler, after_step), 5))
         ctx.info["train_loss_curve"] = losses
     return losses

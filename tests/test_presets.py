@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -70,3 +71,28 @@ def test_precision_resolution_and_autocast() -> None:
         ctx = Context(device=cpu, seed=0, validate=dict, precision=precision)
         with ctx.autocast():
             assert (x @ w).dtype == dtype
+
+
+@pytest.mark.parametrize("name", ["sasrec-ce", "tiger"])
+def test_bf16_training_runs_and_is_recorded(name: str, tiny_split, run_cfg) -> None:
+    from bench.runner import execute
+
+    rec = json.loads(execute(METHODS.get(name), tiny_split, 0, run_cfg(precision="bf16")).read_text())
+    assert rec["efficiency"]["precision"] == "bf16"
+    assert all(v is None or 0.0 <= v <= 1.0 for v in rec["metrics"].values())
+    assert all(np.isfinite(rec["training"]["train_loss_curve"]))
+
+
+def test_length_grouped_batches_cover_every_row_once_with_little_padding() -> None:
+    from bench.batching import length_grouped_batches, shuffled_batches
+
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 21, (1000,), generator=g)
+    batches = list(length_grouped_batches(lengths, 32, torch.Generator().manual_seed(1), mega=10))
+    rows = torch.cat(batches)
+    assert sorted(rows.tolist()) == list(range(1000)) and all(len(b) <= 32 for b in batches)
+    padded = sum(int(lengths[b].max()) * len(b) for b in batches)
+    plain = sum(int(lengths[b].max()) * len(b) for b in shuffled_batches(1000, 32, torch.Generator().manual_seed(1), torch.device("cpu")))
+    assert padded < 0.75 * plain  # grouped batches pad far less than random ones
+    again = list(length_grouped_batches(lengths, 32, torch.Generator().manual_seed(1), mega=10))
+    assert all(torch.equal(a, b) for a, b in zip(batches, again))  # seeded

@@ -47,10 +47,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from bench.batching import last_item_windows, shuffled_batches
+from bench.batching import last_item_windows, length_grouped_batches, shuffled_batches
 from bench.errors import UserError
 from bench.method import EvalBatch, Method
-from bench.training import Selection
+from bench.training import train
 from methods.semid.beam import BeamResult, PrefixTrie, beam_search
 from bench.semantic_ids import SemanticIDs
 from methods.semid.seq2seq import Seq2Seq, Seq2SeqConfig
@@ -85,6 +85,7 @@ class GenerativeConfig:
     patience: int = 10  # validations without improvement (LETTER: 20 epochs)
     eval_every: int = 2
     tau: float = 1.0  # temperature of the generation loss (LETTER's ranking-guided loss: tau < 1)
+    group_by_length: bool = True  # batches of similar history length (less padding); False = plain shuffled batches
     # decoding
     beam: int = 100  # final validation and test
     valid_beam: int = 20  # validations during training (early stopping)
@@ -252,8 +253,9 @@ class GenerativeMethod(Method):
     # ---- training hooks (a tokenizer trained with the recommender overrides these) ---------
     @property
     def autocast(self) -> dict[str, Any]:
-        """The stack's mixed precision: bf16 autocast on CUDA, off elsewhere."""
-        return dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        """The run's mixed precision (``--precision``; docs/protocol.md §6): bf16 autocast where the
+        harness resolved bf16 (CUDA with bf16, CPUs with native bf16), off elsewhere."""
+        return dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.ctx.precision == "bf16")
 
     def train_batch(self, users: torch.Tensor, history: torch.Tensor, target: torch.Tensor) -> TrainBatch:
         """The batch of examples (users, (B, max_len) histories, targets) with its tokens."""
@@ -303,34 +305,32 @@ class GenerativeMethod(Method):
         self.steps_per_epoch = max(1, math.ceil(len(target) / cfg.batch_size))
         total = cfg.epochs * self.steps_per_epoch
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self.lr_factor(s, total))
-        self.ctx.info.update(train_examples=len(target), lr_steps_planned=total)
+        self.ctx.info.update(train_examples=len(target), lr_steps_planned=total,
+                             batching="length-grouped (mega-batches of 50 batches)" if cfg.group_by_length else "shuffled")  # fmt: skip
         self._decoding_beam = cfg.valid_beam
-        losses = []
-        step = 0
+        lengths = (history >= 0).sum(1)
+        state = {"step": 0, "batch": None}
+
+        def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+            state["batch"] = batch = self.train_batch(users[idx], history[idx], target[idx])
+            return self.loss(self.train_logits(batch).float(), batch.tgt)
+
+        def after_step(loss: torch.Tensor) -> None:
+            self.after_step(state["step"], state["batch"], loss)
+            state["step"] += 1
+
+        def batches():
+            if cfg.group_by_length:  # histories of 1..max_len items: pad each batch to its own longest
+                return length_grouped_batches(lengths, cfg.batch_size, gen)
+            return shuffled_batches(len(target), cfg.batch_size, gen, dev)
+
         try:
-            for _ in Selection(self.ctx, self.checkpoint_module(), cfg.epochs, cfg.patience, cfg.eval_every):
-                self.model.train()
-                epoch_loss = torch.zeros((), device=dev)
-                n_batches = 0
-                for idx in shuffled_batches(len(target), cfg.batch_size, gen, dev):
-                    batch = self.train_batch(users[idx], history[idx], target[idx])
-                    loss = self.loss(self.train_logits(batch), batch.tgt)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                    opt.step()
-                    sched.step()
-                    self.after_step(step, batch, loss.detach())
-                    step += 1
-                    epoch_loss += loss.detach()
-                    n_batches += 1
-                losses.append(round(float(epoch_loss) / max(1, n_batches), 5))
+            train(self.ctx, self.model, opt, loss_fn, batches, cfg.epochs, cfg.patience, cfg.eval_every, grad_clip=cfg.grad_clip,
+                  scheduler=sched, after_step=after_step, select=self.checkpoint_module())  # fmt: skip
             self.after_selection()
         finally:
             self._decoding_beam = cfg.beam
             self._gen = {k: 0 for k in self._gen}  # count generations of the final validation and test only
-        self.ctx.info["train_loss_curve"] = losses
 
     def artifacts(self) -> list:
         return [self.semantic_ids] if self.semantic_ids is not None else []
