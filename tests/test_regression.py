@@ -47,3 +47,28 @@ def test_quick_suite_matches_reference(tmp_path, capsys):
     ok, table = compare(REFERENCE, out, parse_tolerances([]))
     print(table)
     assert ok, f"the quick suite regressed beyond tolerance {DEFAULT_TOLERANCE}:\n{table}"
+
+
+GENERATIVE_REFERENCE = Path(__file__).parent / "reference" / "tiger-tiny"
+GENERATIVE_CONFIG = Path(__file__).parent / "reference" / "tiger_tiny.toml"
+
+
+def test_tiny_generative_run_matches_reference(tmp_path, capsys):
+    """The semantic-ID stack end to end (text embeddings, RQ-VAE, seq2seq, constrained beam) at
+    a tiny size on ml-100k.  Regenerate after an intended change with::
+
+        python -m bench run --methods tiger --datasets ml-100k --config tests/reference/tiger_tiny.toml \\
+            --results-dir tests/reference/tiger-tiny --device cpu --threads 1 --precision fp32 --quiet --overwrite
+    """
+    threads = torch.get_num_threads()
+    out = tmp_path / "results"
+    argv = ["run", "--methods", "tiger", "--datasets", "ml-100k", "--config", str(GENERATIVE_CONFIG), "--results-dir", str(out),
+            "--device", "cpu", "--threads", "1", "--precision", "fp32", "--quiet", "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    try:
+        rc = main(argv)
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    ok, table = compare(GENERATIVE_REFERENCE, out, parse_tolerances([]))
+    print(table)
+    assert ok, f"the tiny generative run regressed beyond tolerance {DEFAULT_TOLERANCE}:\n{table}"
