@@ -423,11 +423,14 @@ class LCRec(Method):
     output = "lists"
     Config = LCRecConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        # one core: a sample of the examples per epoch, short histories and texts, a short
-        # tokenizer run, beam 20 (see the closing timing in the module's record)
-        "cpu": {"max_examples": 2000, "epochs": 3, "patience": 2, "eval_every": 1, "max_len": 10, "text_max_words": 24,
-                "batch_size": 16, "micro_batch_size": 8, "beam": 20, "valid_beam": 20, "decode_batch_size": 8,
-                "rq_epochs": 500},
+        # One core, SmolLM2-135M: a training example (about 70 tokens) costs about 1 s forward and
+        # backward and a user about 0.6 s to decode at beam 20, so one epoch of 1,000 sampled
+        # examples, a short tokenizer run and beam 20; lr 1e-3 (above LETTER's 1e-4..3e-4, for the
+        # few steps) and no LoRA dropout (its masks cost about a fifth of the step on CPU).
+        # Validation and test need a user sample (--eval-users) to fit the budget.
+        "cpu": {"max_examples": 1000, "epochs": 1, "patience": 1, "eval_every": 1, "max_len": 10, "text_max_words": 16,
+                "lr": 1e-3, "lora_dropout": 0.0, "batch_size": 16, "micro_batch_size": 8, "beam": 20, "valid_beam": 20,
+                "decode_batch_size": 8, "rq_epochs": 500},
     }  # fmt: skip
 
     def __init__(self, config, data, ctx):
@@ -538,6 +541,7 @@ class LCRec(Method):
                 epoch_loss, epoch_tokens = 0.0, 0
                 for start in range(0, len(examples), cfg.batch_size):
                     encoded = [self.encode_example(ex) for ex in examples[start : start + cfg.batch_size]]
+                    encoded.sort(key=lambda pr: len(pr[0]) + len(pr[1]))  # micro-batches of similar length pad less (same update)
                     n_tokens = sum(len(r) for _, r in encoded)
                     opt.zero_grad(set_to_none=True)
                     for m in range(0, len(encoded), cfg.micro_batch_size):
