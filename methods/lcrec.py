@@ -423,11 +423,12 @@ class LCRec(Method):
     output = "lists"
     Config = LCRecConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        # One core, SmolLM2-135M: a training example (about 70 tokens) costs about 1 s forward and
-        # backward and a user about 0.6 s to decode at beam 20, so one epoch of 1,000 sampled
-        # examples, a short tokenizer run and beam 20; lr 1e-3 (above LETTER's 1e-4..3e-4, for the
-        # few steps) and no LoRA dropout (its masks cost about a fifth of the step on CPU).
-        # Validation and test need a user sample (--eval-users) to fit the budget.
+        # One thread, SmolLM2-135M, Scientific, measured on a 2-core machine shared with other jobs
+        # (load about 5): 1.6 s per training example (forward + backward, about 70 tokens) and
+        # 1.5 s per user to decode at beam 20. Hence one epoch of 1,000 sampled examples, a short
+        # tokenizer run and beam 20; lr 1e-3 (above LETTER's 1e-4..3e-4, for the few steps) and no
+        # LoRA dropout (its masks took about a fifth of a CPU step). Validation and test need a
+        # user sample (--eval-users) to fit the budget.
         "cpu": {"max_examples": 1000, "epochs": 1, "patience": 1, "eval_every": 1, "max_len": 10, "text_max_words": 16,
                 "lr": 1e-3, "lora_dropout": 0.0, "batch_size": 16, "micro_batch_size": 8, "beam": 20, "valid_beam": 20,
                 "decode_batch_size": 8, "rq_epochs": 500},
