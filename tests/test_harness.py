@@ -383,7 +383,9 @@ def _fit_and_score(name: str, split: Split, device: str, run_cfg) -> tuple[objec
 
 
 @pytest.mark.parametrize("name", METHODS.names())
-def test_method_contract_cpu(name: str, tiny_split: Split, run_cfg) -> None:
+def test_method_contract_cpu(name: str, tiny_split: Split, run_cfg, request) -> None:
+    if name == "lc-rec":  # a tiny random LM with the real tokenizer; skips without the llm extra
+        run_cfg = request.getfixturevalue("lcrec_run_cfg")
     cls = METHODS.get(name)
     assert cls.name == name and cls.output in ("scores", "lists")
     assert dataclasses.is_dataclass(cls.Config)
@@ -404,7 +406,9 @@ def test_method_contract_cpu(name: str, tiny_split: Split, run_cfg) -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("name", METHODS.names())
-def test_method_contract_cuda(name: str, tiny_split: Split, run_cfg, tmp_path: Path) -> None:
+def test_method_contract_cuda(name: str, tiny_split: Split, run_cfg, tmp_path: Path, request) -> None:
+    if name == "lc-rec":
+        run_cfg = request.getfixturevalue("lcrec_run_cfg")
     cls = METHODS.get(name)
     method, out = _fit_and_score(name, tiny_split, "cuda", run_cfg)
     assert out.device.type == "cuda"
