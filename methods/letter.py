@@ -166,7 +166,8 @@ class LETTER(TIGER):
             reg = LetterRegularizer(cfg.alpha, cfg.beta, cf, cfg.clusters, self.ctx.torch_generator(self.name, "diversity"), seed,
                                     cfg.cluster_n_init, cfg.cluster_max_iter, cfg.recluster_every)  # fmt: skip
         rq = cfg.rqvae_config()
-        _, ids = train_rqvae(emb, rq, self.device, seed, extra_loss=reg)
+        more = (lambda: {k: v for k, v in reg.curve[-1].items() if k != "epoch"} if reg.curve else {}) if reg is not None else None
+        _, ids = train_rqvae(emb, rq, self.device, seed, extra_loss=reg, progress=self.tokenizer_progress(rq.epochs, more))
         if reg is not None:
             facts["regularizers"] = reg.facts(rq.epochs)
             facts["regularizers"]["curve"] = [c for c in reg.curve if c["epoch"] % rq.log_every == 0 or c["epoch"] in (1, rq.epochs)]
