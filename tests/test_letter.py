@@ -234,3 +234,12 @@ def test_letter_record_carries_regularizer_facts(tiny_split: Split, run_cfg) -> 
     assert tok["cf_embeddings"]["epochs"] == tiny["cf_epochs"] and tok["rqvae"]["collisions"] == "sinkhorn"
     assert [f["method"] for f in tok["rqvae"]["kmeans_init"]] == ["constrained"] * tiny["rq_levels"]
     assert rec["codebook"]["semantic_levels"] == tiny["rq_levels"]
+
+
+def test_batch_log_shows_tokenizer_progress_with_the_cf_term_and_its_chance(tiny_split: Split, run_cfg, capsys) -> None:
+    cfg = run_cfg(log=True)
+    run_one(METHODS.get("letter-tiger"), tiny_split, 0, cfg)
+    epochs = cfg.overrides["letter-tiger"]["rq_epochs"]
+    lines = [line for line in capsys.readouterr().err.splitlines() if "rqvae epoch" in line]
+    assert lines and f"rqvae epoch {epochs}/{epochs}" in lines[-1]
+    assert "recon" in lines[-1] and "collaborative " in lines[-1] and "collaborative_chance" in lines[-1]
