@@ -18,8 +18,8 @@ through p.  (The released code writes (E[hard] - pE).detach() + pE, which sends 
 embeddings no gradient through the lookup; this follows the formula of the issue and the paper.)
 Between tokenizer updates p does not change, so it is computed once per update for all items.
 
-Every ``meta_every`` recommender steps (0 = once per epoch, at its last step, as the released
-code), on that step's batch:
+Every ``meta_every`` recommender steps (0 = once per epoch, as the released code, which takes
+the epoch's last batch; here its last full batch), on that step's batch:
 
 1. theta' = theta - eta grad_theta L_rec(theta, phi), the graph kept (second order),
    eta = ``virtual_lr`` (0 = the recommender's ``lr``, as the released code);
@@ -256,8 +256,12 @@ class BLOGER(TIGER):
         return self.state
 
     def after_step(self, step: int, batch: TrainBatch, loss: torch.Tensor) -> None:
-        every = self.config.meta_every or self.steps_per_epoch
-        if (step + 1) % every == 0:
+        if self.config.meta_every:
+            due = (step + 1) % self.config.meta_every == 0
+        else:  # once per epoch, on its last full batch (a short last batch, e.g. 5 examples on Scientific, is too noisy)
+            full = self.train_examples // self.config.batch_size
+            due = step % self.steps_per_epoch == max(0, full - 1)
+        if due:
             self.meta_step(step, batch)
 
     def rec_meta_gradient(self, batch: TrainBatch) -> tuple[list[torch.Tensor | None], dict[str, float]]:
