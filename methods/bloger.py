@@ -117,6 +117,11 @@ class BLOGERLetterConfig(BLOGERConfig, LetterConfig):
 # method's cpu preset shares (quarter-width two-layer seq2seq, batch 256, lr 1e-3 with TIGER's
 # cosine schedule, valid beam 10, final beam 20, 24 epochs, patience 3) so that bloger and tiger
 # train alike, and TIGER's 1,000 pre-training epochs of the tokenizer (bloger-letter: LETTER's 500).
+# Measured on Scientific (2-epoch capped run, one thread, the 2-core machine shared with four other
+# jobs, the process getting ~41% of a core): 351-368 s wall per epoch (~150 s of CPU; tiger at the
+# same settings and load: 421 s wall), tokenizer pre-training 903 s wall (~370 s of CPU), each
+# tokenizer update 3-4 s, a validation at beam 10 ~20 s.  On one free core: ~2.5 min per epoch,
+# so 24 epochs + tokenizer is ~66 min if early stopping does not cut it short.
 CPU_PRESET: dict[str, Any] = {
     "d_model": 64, "layers": 2, "heads": 4, "d_kv": 16, "d_ff": 256, "batch_size": 256, "lr": 1e-3,
     "lr_schedule": "cosine", "epochs": 24, "eval_every": 2, "patience": 3, "valid_beam": 10, "beam": 20,
