@@ -43,9 +43,12 @@ the pre-trained tokenizer's IDs is ``bloger.codebook_before``; the final IDs are
 the harness measures (``codebook``).  A checkpoint holds the recommender, the tokenizer and
 the IDs (:class:`BiLevelState`): early stopping restores all three.
 
-Scale caveat: the stack's RQ-VAE sums the reconstruction error over the input dimensions
-(:mod:`methods.semid.rqvae`), the released code averages it, so lambda weighs the tokenizer
-loss more here than there.
+Scale: L_token is the RQ-VAE loss exactly as :mod:`methods.semid.rqvae` reduces it; lambda
+weighs it against L_rec as in the released code only where those reductions are means (the
+released code averages the reconstruction error over the input dimensions).
+
+Differences from the released code: IDs are made unique (it kept colliding items under one
+ID); the once-per-epoch update takes the epoch's last full batch, not its last batch.
 """
 
 from __future__ import annotations
