@@ -18,8 +18,8 @@ through p.  (The released code writes (E[hard] - pE).detach() + pE, which sends 
 embeddings no gradient through the lookup; this follows the formula of the issue and the paper.)
 Between tokenizer updates p does not change, so it is computed once per update for all items.
 
-Every ``meta_every`` recommender steps (0 = once per epoch, at its last step, as the released
-code), on that step's batch:
+Every ``meta_every`` recommender steps (0 = once per epoch, as the released code, which takes
+the epoch's last batch; here its last full batch), on that step's batch:
 
 1. theta' = theta - eta grad_theta L_rec(theta, phi), the graph kept (second order),
    eta = ``virtual_lr`` (0 = the recommender's ``lr``, as the released code);
@@ -43,9 +43,12 @@ the pre-trained tokenizer's IDs is ``bloger.codebook_before``; the final IDs are
 the harness measures (``codebook``).  A checkpoint holds the recommender, the tokenizer and
 the IDs (:class:`BiLevelState`): early stopping restores all three.
 
-Scale caveat: the stack's RQ-VAE sums the reconstruction error over the input dimensions
-(:mod:`methods.semid.rqvae`), the released code averages it, so lambda weighs the tokenizer
-loss more here than there.
+Scale: L_token is the RQ-VAE loss exactly as :mod:`methods.semid.rqvae` reduces it; lambda
+weighs it against L_rec as in the released code only where those reductions are means (the
+released code averages the reconstruction error over the input dimensions).
+
+Differences from the released code: IDs are made unique (it kept colliding items under one
+ID); the once-per-epoch update takes the epoch's last full batch, not its last batch.
 """
 
 from __future__ import annotations
@@ -117,6 +120,11 @@ class BLOGERLetterConfig(BLOGERConfig, LetterConfig):
 # method's cpu preset shares (quarter-width two-layer seq2seq, batch 256, lr 1e-3 with TIGER's
 # cosine schedule, valid beam 10, final beam 20, 24 epochs, patience 3) so that bloger and tiger
 # train alike, and TIGER's 1,000 pre-training epochs of the tokenizer (bloger-letter: LETTER's 500).
+# Measured on Scientific (2-epoch capped run, one thread, the 2-core machine shared with four other
+# jobs, the process getting ~41% of a core): 351-368 s wall per epoch (~150 s of CPU; tiger at the
+# same settings and load: 421 s wall), tokenizer pre-training 903 s wall (~370 s of CPU), each
+# tokenizer update 3-4 s, a validation at beam 10 ~20 s.  On one free core: ~2.5 min per epoch,
+# so 24 epochs + tokenizer is ~66 min if early stopping does not cut it short.
 CPU_PRESET: dict[str, Any] = {
     "d_model": 64, "layers": 2, "heads": 4, "d_kv": 16, "d_ff": 256, "batch_size": 256, "lr": 1e-3,
     "lr_schedule": "cosine", "epochs": 24, "eval_every": 2, "patience": 3, "valid_beam": 10, "beam": 20,
@@ -256,8 +264,12 @@ class BLOGER(TIGER):
         return self.state
 
     def after_step(self, step: int, batch: TrainBatch, loss: torch.Tensor) -> None:
-        every = self.config.meta_every or self.steps_per_epoch
-        if (step + 1) % every == 0:
+        if self.config.meta_every:
+            due = (step + 1) % self.config.meta_every == 0
+        else:  # once per epoch, on its last full batch (a short last batch, e.g. 5 examples on Scientific, is too noisy)
+            full = self.train_examples // self.config.batch_size
+            due = step % self.steps_per_epoch == max(0, full - 1)
+        if due:
             self.meta_step(step, batch)
 
     def rec_meta_gradient(self, batch: TrainBatch) -> tuple[list[torch.Tensor | None], dict[str, float]]:

@@ -50,11 +50,11 @@ TINY_OVERRIDES: dict[str, dict] = {
     "p5-cid": {"d_model": 16, "layers": 1, "heads": 2, "d_kv": 8, "d_ff": 32, "max_len": 8, "batch_size": 32, "epochs": 2,
                "eval_every": 1, "patience": 1, "valid_beam": 10, "n_clusters": 3, "max_cluster_size": 6},
     **{name: {"d_model": 16, "layers": 1, "heads": 2, "d_kv": 8, "d_ff": 32, "max_len": 8, "batch_size": 32, "epochs": 2,
-              "eval_every": 1, "patience": 1, "valid_beam": 10, "rq_levels": 3, "rq_codebook_size": 8, "rq_latent_dim": 8,
+              "eval_every": 1, "patience": 1, "valid_beam": 10, "rq_levels": 3, "rq_codebook_size": 16, "rq_latent_dim": 8,
               "rq_hidden": (32,), "rq_epochs": 20, "rq_batch_size": 0, "meta_every": 3}
        for name in ("bloger", "bloger-no-gs")},
     "bloger-letter": {"d_model": 16, "layers": 1, "heads": 2, "d_kv": 8, "d_ff": 32, "max_len": 8, "batch_size": 32, "epochs": 2,
-                      "eval_every": 1, "patience": 1, "valid_beam": 10, "rq_levels": 3, "rq_codebook_size": 8, "rq_latent_dim": 8,
+                      "eval_every": 1, "patience": 1, "valid_beam": 10, "rq_levels": 3, "rq_codebook_size": 16, "rq_latent_dim": 8,
                       "rq_hidden": (32,), "rq_epochs": 20, "rq_batch_size": 16, "meta_every": 3, "clusters": 2, "cf_epochs": 2,
                       "cf_layers": 1, "cf_max_len": 8, "cf_batch_size": 32},
 }

@@ -28,7 +28,7 @@ def _method(split: Split, run_cfg, name: str = "bloger", **changes):
     cfg.overrides[name].update(changes)
     method, _ = build_method(METHODS.get(name), split, 0, cfg, torch.device("cpu"))
     method.prepare()
-    method.steps_per_epoch = 1
+    method.steps_per_epoch, method.train_examples = 1, method.config.batch_size
     return method
 
 
@@ -237,3 +237,15 @@ def test_meta_step_on_cuda_under_bf16_autocast(tiny_split: Split, run_cfg) -> No
     assert all(torch.isfinite(g).all() for g in g_rec if g is not None) and np.isfinite(facts["loss_rec_virtual"])
     method.meta_step(0, batch)
     assert method.semantic_ids.unique_fraction() == 1.0 and method.trie.leaf_items.device.type == "cuda"
+
+
+def test_once_per_epoch_means_the_last_full_batch(tiny_split: Split, run_cfg, monkeypatch) -> None:
+    cfg = run_cfg()
+    cfg.overrides["bloger"].update(meta_every=0, epochs=2, batch_size=32)
+    method, _ = build_method(METHODS.get("bloger"), tiny_split, 0, cfg, torch.device("cpu"))
+    sizes = []
+    monkeypatch.setattr(type(method), "meta_step", lambda self, step, batch: sizes.append((step, len(batch.target))))
+    method.fit()
+    n = method.train_examples
+    assert n % 32 and method.steps_per_epoch == n // 32 + 1  # the tiny data ends each epoch on a short batch
+    assert sizes == [(n // 32 - 1, 32), (method.steps_per_epoch + n // 32 - 1, 32)]

@@ -305,6 +305,7 @@ class GenerativeMethod(Method):
         decay = [p for n, p in self.model.named_parameters() if p.dim() > 1 and "bias.table" not in n]
         no_decay = [p for n, p in self.model.named_parameters() if not any(p is q for q in decay)]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+        self.train_examples = len(target)
         self.steps_per_epoch = max(1, math.ceil(len(target) / cfg.batch_size))
         total = cfg.epochs * self.steps_per_epoch
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self.lr_factor(s, total))
