@@ -159,7 +159,6 @@ class UniVA(TIGER):
         known = self.values.known
         mean = float(self.values.values[known].mean()) if known.any() else 1.0
         self.value_norm = torch.from_numpy(np.where(known, self.values.values / mean, 0.0)).float().to(self.device)
-        self.rl_reward_log: list[torch.Tensor] | None = None  # tests: the targets the RL rewards were computed against
 
     # ---- commercial SID ------------------------------------------------------------------
     def build_ids(self) -> SemanticIDs:
@@ -229,8 +228,6 @@ class UniVA(TIGER):
 
     def reward(self, sampled: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """(B, G) sampled items, (B,) true next items -> (B, G) hit x (1 + alpha v_norm)."""
-        if self.rl_reward_log is not None:
-            self.rl_reward_log.append(target.detach().cpu())
         weight = 1.0 + self.config.alpha * self.value_norm[target]
         return (sampled == target.unsqueeze(1)).float() * weight.unsqueeze(1)
 
