@@ -150,9 +150,12 @@ def train_values(data, model: SimulatedValueModel | None = None) -> ItemValues:
 
 
 # ---- metrics -------------------------------------------------------------------------------
-def value_metrics(ranks: np.ndarray, target_values: np.ndarray, cutoffs: tuple[int, ...] = VALUE_CUTOFFS) -> dict[str, float | None]:
+def value_metrics(ranks: np.ndarray, target_values: np.ndarray, cutoffs: tuple[int, ...] = VALUE_CUTOFFS,
+                  list_depth: int | None = None, n_items: int | None = None) -> dict[str, float | None]:  # fmt: skip
     """HR@K, ValueHR@K and wNDCG@K from per-user target ranks (1-based, 0 = absent) and the
-    targets' values (NaN or 0 = no weight).  A value metric is None when no target has value."""
+    targets' values (NaN or 0 = no weight).  A value metric is None when no target has value;
+    every metric at K is None when ranked lists of ``list_depth`` could not reach K although
+    the catalog could (as :func:`bench.metrics.summarize`: Hit@100 from a beam of 20 is missing)."""
     ranks = np.asarray(ranks, dtype=np.int64)
     v = np.asarray(target_values, dtype=np.float64)
     if ranks.shape != v.shape:
@@ -166,6 +169,9 @@ def value_metrics(ranks: np.ndarray, target_values: np.ndarray, cutoffs: tuple[i
     gain[hit] = 1.0 / np.log2(ranks[hit] + 1.0)
     out: dict[str, float | None] = {}
     for k in cutoffs:
+        if list_depth is not None and list_depth < min(k, n_items if n_items is not None else k):
+            out[f"hr@{k}"] = out[f"value_hr@{k}"] = out[f"wndcg@{k}"] = None
+            continue
         inside = hit & (ranks <= k)
         out[f"hr@{k}"] = float(inside.mean()) if len(ranks) else None
         out[f"value_hr@{k}"] = float((v * inside).sum() / total) if total > 0 else None
@@ -173,10 +179,12 @@ def value_metrics(ranks: np.ndarray, target_values: np.ndarray, cutoffs: tuple[i
     return {key: out[key] for key in (f"{m}@{k}" for m in ("hr", "value_hr", "wndcg") for k in cutoffs)}
 
 
-def value_section(split, ranks: np.ndarray, model: SimulatedValueModel | None = None) -> dict[str, Any] | None:
+def value_section(split, ranks: np.ndarray, list_depth: int | None = None, model: SimulatedValueModel | None = None) -> dict[str, Any] | None:
     """The record's ``value_metrics`` section for the test ranks of ``split`` (a
-    :class:`bench.split.Split`), in the order of ``split.test`` users.  The values do not
-    depend on the run's seed (see the module doc); None when the test set is empty."""
+    :class:`bench.split.Split`), in the order of ``split.test`` users; ``list_depth``: for a
+    method that outputs ranked lists, the longest de-duplicated list (the harness's
+    ``EvalOutput.list_depth``).  The values do not depend on the run's seed (see the module
+    doc); None when the test set is empty."""
     ranks = np.asarray(ranks, dtype=np.int64)
     targets = split.test.targets
     if len(ranks) != len(targets):
@@ -186,7 +194,7 @@ def value_section(split, ranks: np.ndarray, model: SimulatedValueModel | None = 
     values = dataset_values(split.dataset, model)
     w = values.weights(targets)
     return {
-        "metrics": value_metrics(ranks, w),
+        "metrics": value_metrics(ranks, w, list_depth=list_depth, n_items=split.n_items),
         "value_source": values.source,
         "users": int(len(targets)),
         "users_with_target_value": int((w > 0).sum()),
@@ -211,7 +219,8 @@ def add_value_metrics(record, split, model: SimulatedValueModel | None = None, o
     if fingerprint != split.dataset.fingerprint:
         raise UserError(f"{record.path}: its ranks were made on data {fingerprint}, the loaded {split.dataset.name!r} is "
                         f"{split.dataset.fingerprint}; value metrics would pair ranks with the wrong targets")  # fmt: skip
-    section = value_section(split, record.ranks(), model)
+    depth = record.data.get("generation", {}).get("list_depth") if record.data.get("protocol", {}).get("output") == "lists" else None
+    section = value_section(split, record.ranks(), depth, model)
     if section is None:
         return False
     record.data[SECTION] = section

@@ -32,7 +32,7 @@ def sweep(method, split, tiebreak, betas: list[float], batch_size: int) -> list[
     for beta in betas:
         method.config = dataclasses.replace(method.config, beta=beta)
         out = Evaluator(split.test, method, tiebreak, batch_size, False, f"test beta={beta}").run()
-        section = value_section(split, out.ranks)
+        section = value_section(split, out.ranks, out.list_depth)
         rows.append({"beta": beta, "metrics": summarize(out.ranks, out.list_depth, split.n_items), "value_metrics": section["metrics"],
                      "value_source": section["value_source"], "test_seconds": out.seconds})  # fmt: skip
     return rows

@@ -77,10 +77,17 @@ def test_rl_rewards_see_training_targets_only(run_cfg) -> None:
     train_items = set(split.train.items.tolist())
     assert not held_out & train_items
     method = _method(split, run_cfg, rl_epochs=2, rl_examples=0)
-    method.rl_reward_log = []
+    log = []
+    reward = method.reward
+
+    def logged(sampled, target):
+        log.append(target.clone())
+        return reward(sampled, target)
+
+    method.reward = logged
     method.fit()
-    seen = set(torch.cat(method.rl_reward_log).tolist())
-    assert len(method.rl_reward_log) >= 2 and seen  # the RL stage ran
+    seen = set(torch.cat(log).tolist())
+    assert len(log) >= 2 and seen  # the RL stage ran
     assert not seen & held_out and seen <= train_items
     stages = method.ctx.info["stages"]
     assert set(stages) == {"supervised", "rl"} and len(stages["rl"]["valid_curve"]) >= 1

@@ -189,3 +189,21 @@ def test_leaderboard_value_table_keeps_sources_apart(tmp_path: Path) -> None:
     assert ("| a " in tables[0]) != ("| a " in tables[1]) and not any("| none " in t for t in tables)
     want = value_section(split, ranks)["metrics"]["value_hr@100"]
     assert f"{want:.4f}" in board
+
+
+def test_short_lists_make_the_deep_cutoff_missing(tmp_path: Path) -> None:
+    ranks, v = np.array([1, 15, 0]), np.array([1.0, 2.0, 3.0])
+    got = value_metrics(ranks, v, list_depth=20, n_items=500)
+    assert got["hr@100"] is None and got["value_hr@100"] is None and got["wndcg@100"] is None
+    assert got["value_hr@10"] == pytest.approx(1 / 6)
+    assert value_metrics(ranks, v, list_depth=20, n_items=20)["hr@100"] is not None  # the catalog itself is that small
+    split = _split(with_price=False)
+    ranks = np.arange(len(split.test.targets)) % 21
+    path = results_path = tmp_path / "tiny" / "gen" / "seed0.json"
+    write_record(results_path, {"dataset": "tiny", "method": "gen", "seed": 0, "metrics": {}, "protocol": {"output": "lists"},
+                                "generation": {"list_depth": 20}, "provenance": {"data_fingerprint": split.dataset.fingerprint}},
+                 ranks, split.dataset.fingerprint)  # fmt: skip
+    (rec,) = load_records(tmp_path)
+    add_value_metrics(rec, split)
+    section = json.loads(path.read_text())["value_metrics"]["metrics"]
+    assert section["value_hr@100"] is None and section["value_hr@10"] is not None
