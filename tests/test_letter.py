@@ -238,7 +238,7 @@ def test_letter_record_carries_regularizer_facts(tiny_split: Split, run_cfg) -> 
 
 def test_batch_log_shows_tokenizer_progress_with_the_cf_term_and_its_chance(tiny_split: Split, run_cfg, capsys) -> None:
     cfg = run_cfg(log=True)
-    run_one(METHODS.get("letter-tiger"), tiny_split, 0, cfg)
+    execute(METHODS.get("letter-tiger"), tiny_split, 0, cfg)
     epochs = cfg.overrides["letter-tiger"]["rq_epochs"]
     lines = [line for line in capsys.readouterr().err.splitlines() if "rqvae epoch" in line]
     assert lines and f"rqvae epoch {epochs}/{epochs}" in lines[-1]
