@@ -308,7 +308,7 @@ def execute(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig, d
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         },
     }
-    values = value_section(test_set, test.ranks)  # value-weighted hit rate and NDCG (real prices, else simulated values)
+    values = value_section(test_set, test.ranks, test.list_depth)  # value-weighted hit rate and NDCG (real prices, else simulated values)
     if values is not None:
         record[VALUE_SECTION] = values
     if test.list_depth is not None:  # ranked lists: how deep they went and what was dropped
