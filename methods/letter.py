@@ -56,7 +56,7 @@ The reconstruction's size still depends on the input: LETTER's item embeddings a
 mean-pooled LLaMA hidden states (not normalized), ours unit-norm MiniLM vectors (384-d), whose
 MSE is about 1e-3 after training. Measured on Scientific at the ``cpu`` preset (500 tokenizer
 epochs, alpha 0.02): recon 0.0011, quant 0.021, alpha x collaborative 0.108; the collaborative
-term fell from its chance level ln 1024 = 6.85 to 5.41, and the first level used 52 of 256 codes
+term fell from its chance level 6.85 (ln B, batch-weighted) to 5.41; the first level used 52 of 256 codes
 (tiger at 1,000 epochs: 124). So at LETTER's alpha the CF term dominates this tokenizer's loss.
 
 Options keep TIGER's names (``text_*``, ``rq_*``); note ``rq_beta`` is the RQ-VAE commitment
