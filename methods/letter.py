@@ -153,8 +153,8 @@ class LETTER(TIGER):
     Config = LetterConfig
     # cpu: the shared small recommender, 500 tokenizer epochs (LETTER: 20k), LETTER's 10-start
     # constrained k-means init, per-epoch re-clustering and 50 CF SASRec epochs kept. Scientific,
-    # one thread: init ~400 CPU s, ~0.75 CPU s per tokenizer epoch (Sinkhorn in training, four
-    # re-clusterings); with ~1,850 s for the recommender, ~45 min in all.
+    # one thread, CPU seconds: CF SASRec 160, init 320, 0.84 per tokenizer epoch (Sinkhorn in
+    # training, four re-clusterings); with ~1,600 for the recommender, ~42 min in all.
     presets = {"cpu": {**CPU_RECOMMENDER, "rq_epochs": 500}}
 
     def cf_embeddings(self) -> tuple[torch.Tensor, dict[str, Any]]:
