@@ -52,6 +52,17 @@ equal-size clusters for the diversity term (its bounds were 10..60 codewords per
 256) and one k-means start per re-clustering (it used 10 starts of 10 iterations); the CF
 SASRec is trained here (LETTER shipped a pretrained 32-d checkpoint).
 
+The reconstruction's size still depends on the input: LETTER's item embeddings are
+mean-pooled LLaMA hidden states (not normalized), ours unit-norm MiniLM vectors (384-d), whose
+MSE is about 1e-3 after training. Measured on Scientific at the ``cpu`` preset (500 tokenizer
+epochs, alpha 0.02): recon 0.0011, quant 0.021, alpha x collaborative 0.108; the collaborative
+term fell from its chance level 6.85 (ln B, batch-weighted) to 5.41; the first level used 52 of 256 codes
+(tiger at 1,000 epochs: 124). So at LETTER's alpha the CF term dominates this tokenizer's loss.
+The first level's collapse is not the CF term's doing: with alpha 0 (beta 1e-4) it used 9 codes
+after one epoch and 37 after 100. The constrained k-means init fits the untrained encoder's
+tightly packed outputs and does not survive the first steps; with inputs z-scored per dimension
+it kept 191 after one epoch, but 59 after 100.
+
 Options keep TIGER's names (``text_*``, ``rq_*``); note ``rq_beta`` is the RQ-VAE commitment
 weight and ``beta`` the diversity weight.
 """
@@ -146,8 +157,8 @@ class LETTER(TIGER):
     Config = LetterConfig
     # cpu: the shared small recommender, 500 tokenizer epochs (LETTER: 20k), LETTER's 10-start
     # constrained k-means init, per-epoch re-clustering and 50 CF SASRec epochs kept. Scientific,
-    # one thread: init ~400 CPU s, ~0.75 CPU s per tokenizer epoch (Sinkhorn in training, four
-    # re-clusterings); with ~1,850 s for the recommender, ~45 min in all.
+    # one thread, CPU seconds: CF SASRec 160, init 320, 0.84 per tokenizer epoch (Sinkhorn in
+    # training, four re-clusterings); with ~1,600 for the recommender, ~42 min in all.
     presets = {"cpu": {**CPU_RECOMMENDER, "rq_epochs": 500}}
 
     def cf_embeddings(self) -> tuple[torch.Tensor, dict[str, Any]]:

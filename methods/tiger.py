@@ -73,8 +73,9 @@ class TIGER(GenerativeMethod):
     description = "TIGER: RQ-VAE semantic IDs (3x256 + counting token) and a T5 recommender with constrained beam search"
     Config = TIGERConfig
     # cpu: the shared small recommender and 500 tokenizer epochs (TIGER, LETTER: 20k; the same
-    # 500 as letter-*, so their codebooks compare). Scientific, one thread: about 0.34 CPU s per
-    # tokenizer epoch; with ~1,850 s for the recommender, ~35 min in all (text embeddings cached).
+    # 500 as letter-*, so their codebooks compare). Scientific, one thread: 0.34 CPU s per
+    # tokenizer epoch; with ~1,600 s for the recommender, ~30 min in all (plus ~220 s for the
+    # text embeddings when not cached).
     presets = {"cpu": {**CPU_RECOMMENDER, "rq_epochs": 500}}
 
     @classmethod

@@ -111,8 +111,8 @@ class GenerativeConfig:
 # (the cosine schedule spans them), validation every 2 epochs at beam 10 (NDCG@10 needs only
 # the top 10), patience 3 validations, the final validation and test at beam 20. Each method's
 # file adds its tokenizer's settings. Measured on Scientific, one thread of this machine's
-# Xeon, in CPU seconds: one epoch (33,541 examples) about 155 at 4 heads x 16, 20% less at
-# 2 x 32; the test pass at beam 20 about 17 (8,317 users).
+# Xeon, in CPU seconds: one epoch (33,541 examples) 120-155 at 4 heads x 16, 20% less at
+# 2 x 32 (~110); a validation at beam 10 ~8, the test pass at beam 20 ~15 (8,317 users).
 CPU_RECOMMENDER: dict[str, object] = {
     "d_model": 64, "layers": 2, "heads": 2, "d_kv": 32, "d_ff": 256, "batch_size": 256, "lr": 1e-3,
     "epochs": 14, "eval_every": 2, "patience": 3, "valid_beam": 10, "beam": 20,
