@@ -68,7 +68,7 @@ from bench.errors import UserError
 from bench.semantic_ids import SemanticIDs
 from methods.letter import LetterConfig, cf_item_embeddings
 from methods.semid.regularize import LetterRegularizer
-from methods.semid.generative import N_SPECIAL, TrainBatch
+from methods.semid.generative import CPU_RECOMMENDER, N_SPECIAL, TrainBatch
 from methods.semid.rqvae import RQVAE, Step, collision_stats, resolve_collisions, train_rqvae, unique_last_level
 from methods.tiger import TIGER, TIGERConfig
 
@@ -116,20 +116,13 @@ class BLOGERLetterConfig(BLOGERConfig, LetterConfig):
     ``clusters``, ``cf_*`` and the last-level Sinkhorn of its training."""
 
 
-# ``cpu`` preset (docs/protocol.md, "Presets"): the recommender settings every generative
-# method's cpu preset shares (quarter-width two-layer seq2seq, batch 256, lr 1e-3 with TIGER's
-# cosine schedule, valid beam 10, final beam 20, 24 epochs, patience 3) so that bloger and tiger
-# train alike, and TIGER's 1,000 pre-training epochs of the tokenizer (bloger-letter: LETTER's 500).
-# Measured on Scientific (2-epoch capped run, one thread, the 2-core machine shared with four other
-# jobs, the process getting ~41% of a core): 351-368 s wall per epoch (~150 s of CPU; tiger at the
-# same settings and load: 421 s wall), tokenizer pre-training 903 s wall (~370 s of CPU), each
-# tokenizer update 3-4 s, a validation at beam 10 ~20 s.  On one free core: ~2.5 min per epoch,
-# so 24 epochs + tokenizer is ~66 min if early stopping does not cut it short.
-CPU_PRESET: dict[str, Any] = {
-    "d_model": 64, "layers": 2, "heads": 4, "d_kv": 16, "d_ff": 256, "batch_size": 256, "lr": 1e-3,
-    "lr_schedule": "cosine", "epochs": 24, "eval_every": 2, "patience": 3, "valid_beam": 10, "beam": 20,
-    "rq_epochs": 1000,
-}  # fmt: skip
+# ``cpu`` preset (docs/protocol.md §5).  Measured on Scientific (2-epoch capped run at the earlier
+# 4 x 16-head, 24-epoch settings, one thread, the process getting ~41% of a shared core): ~150 s of
+# CPU per epoch (tiger alike), tokenizer pre-training ~370 s of CPU for 1,000 epochs, each tokenizer
+# update 3-4 s, a validation at beam 10 ~20 s.
+# The shared cpu recommender (generative.CPU_RECOMMENDER, the same as tiger's preset, so the two
+# train alike) with TIGER's cosine schedule and tiger's 500 tokenizer pre-training epochs.
+CPU_PRESET: dict[str, Any] = {**CPU_RECOMMENDER, "lr_schedule": "cosine", "rq_epochs": 500}
 
 
 def project_conflict(g_rec: torch.Tensor, g_token: torch.Tensor, surgery: str) -> torch.Tensor:
