@@ -48,7 +48,7 @@ to 20, so Hit@100 is missing unless ``beam`` >= 100.
 
 Optimization (LETTER's LC-Rec runs): AdamW, learning rate within 1e-4..3e-4 chosen on
 validation (default 3e-4), weight decay 0.01, 1% linear warm-up then cosine decay, gradient
-clipping 1.0, 4 epochs, bf16 autocast on CUDA (fp32 master weights). ``micro_batch_size``
+clipping 1.0, 4 epochs, bf16 autocast where the run's precision is bf16 (fp32 master weights). ``micro_batch_size``
 splits a batch for memory (gradient accumulation, same update).
 """
 
@@ -136,7 +136,7 @@ class LCRecConfig:
     epochs: int = 4
     patience: int = 4
     eval_every: int = 1
-    bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    bf16: bool = True  # bf16 autocast where the run's precision is bf16 (False: always fp32)
     # decoding
     beam: int = 20  # final validation and test; Hit@100 needs >= 100
     valid_beam: int = 20  # validations during training
@@ -494,7 +494,9 @@ class LCRec(Method):
 
     @property
     def autocast(self) -> dict:
-        return dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda" and self.config.bf16)
+        # the run's precision (--precision, resolved by the harness: bf16 on CUDA with bf16 and on CPUs
+        # with native bf16), unless the config turns bf16 off
+        return dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16 and self.ctx.precision == "bf16")
 
     # ---- training ---------------------------------------------------------------------------
     def encode_example(self, ex: Example) -> tuple[list[int], list[int]]:
