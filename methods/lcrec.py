@@ -158,6 +158,9 @@ class LCRecConfig:
     rq_collisions: str = "sinkhorn"
     rq_train_sinkhorn: bool = True
     rq_sinkhorn_epsilon: float = 0.003
+    rq_kmeans_init: str = "kmeans"  # codebook initialisation: kmeans | constrained (LETTER) | none
+    rq_kmeans_n_init: int = 1
+    rq_kmeans_iters: int = 100
 
     def __post_init__(self):
         for name in ("lora_r", "lora_alpha", "max_len", "text_max_words", "batch_size", "micro_batch_size", "epochs",
