@@ -35,18 +35,24 @@ def test_reference_covers_the_quick_suite():
     assert keys == {(QUICK_DATASETS, m, 0) for m in QUICK_METHODS.split(",")}
 
 
-def test_quick_suite_matches_reference(tmp_path, capsys):
+def _run_and_compare(tmp_path, reference: Path, what: str, *extra: str) -> None:
+    """Run the CLI on one thread in fp32 into tmp_path and compare with ``reference``."""
     threads = torch.get_num_threads()
     out = tmp_path / "results"
-    argv = ["run", "--results-dir", str(out), "--device", "cpu", "--threads", "1", "--precision", "fp32", "--quiet", "--cache-dir", str(tmp_path / "cache")]
+    argv = ["run", *extra, "--results-dir", str(out), "--device", "cpu", "--threads", "1", "--precision", "fp32", "--quiet",
+            "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
     try:
         rc = main(argv)
     finally:
         torch.set_num_threads(threads)
     assert rc == 0
-    ok, table = compare(REFERENCE, out, parse_tolerances([]))
+    ok, table = compare(reference, out, parse_tolerances([]))
     print(table)
-    assert ok, f"the quick suite regressed beyond tolerance {DEFAULT_TOLERANCE}:\n{table}"
+    assert ok, f"{what} regressed beyond tolerance {DEFAULT_TOLERANCE}:\n{table}"
+
+
+def test_quick_suite_matches_reference(tmp_path, capsys):
+    _run_and_compare(tmp_path, REFERENCE, "the quick suite")
 
 
 GENERATIVE_REFERENCE = Path(__file__).parent / "reference" / "tiger-tiny"
@@ -60,15 +66,5 @@ def test_tiny_generative_run_matches_reference(tmp_path, capsys):
         python -m bench run --methods tiger --datasets ml-100k --config tests/reference/tiger_tiny.toml \\
             --results-dir tests/reference/tiger-tiny --device cpu --threads 1 --precision fp32 --quiet --overwrite
     """
-    threads = torch.get_num_threads()
-    out = tmp_path / "results"
-    argv = ["run", "--methods", "tiger", "--datasets", "ml-100k", "--config", str(GENERATIVE_CONFIG), "--results-dir", str(out),
-            "--device", "cpu", "--threads", "1", "--precision", "fp32", "--quiet", "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
-    try:
-        rc = main(argv)
-    finally:
-        torch.set_num_threads(threads)
-    assert rc == 0
-    ok, table = compare(GENERATIVE_REFERENCE, out, parse_tolerances([]))
-    print(table)
-    assert ok, f"the tiny generative run regressed beyond tolerance {DEFAULT_TOLERANCE}:\n{table}"
+    _run_and_compare(tmp_path, GENERATIVE_REFERENCE, "the tiny generative run", "--methods", "tiger", "--datasets", "ml-100k",
+                     "--config", str(GENERATIVE_CONFIG))
