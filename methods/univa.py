@@ -50,7 +50,7 @@ from bench.semantic_ids import SemanticIDs
 from bench.training import Selection
 from bench.value import ItemValues, train_values
 from methods.semid.beam import BeamResult, beam_search
-from methods.semid.generative import BOS, seq2seq_step
+from methods.semid.generative import BOS, CPU_RECOMMENDER, seq2seq_step
 from methods.semid.rqvae import collision_stats, count_level, train_rqvae
 from methods.semid.seq2seq import Seq2Seq
 from methods.tiger import TIGER, TIGERConfig
@@ -143,13 +143,11 @@ class UniVA(TIGER):
     name = "univa"
     description = "UniVA-style: value-level semantic IDs, value head, GRPO-style eCPM-aware RL, value-guided beam search"
     Config = UniVAConfig
-    # cpu: measured on Scientific with one thread on this project's shared 2-core machine (load about 5), capped at
-    # 2 supervised + 1 RL epoch: 447 s per supervised epoch (33,541 examples), 218 s per RL epoch (2,048 examples x 8
-    # samples), RQ-VAE 300 epochs 226 s, test pass at beam 100 251 s (final validation the same).  Uncontended about
-    # 2.5x faster, so 12 epochs (the cosine schedule ends there) + 2 RL epochs fit in about 45 minutes on one core.
+    # cpu: the generative methods' shared recommender preset (the same sizes as tiger's, so the two compare
+    # like for like) plus a cheaper tokenizer and 2 RL epochs of 2,048 examples x 8 samples.  Measured on
+    # Scientific with one thread of this machine (load about 5): 218 s per RL epoch, RQ-VAE 300 epochs 226 s.
     presets = {
-        "cpu": {"d_model": 64, "layers": 2, "heads": 4, "d_kv": 16, "d_ff": 256, "batch_size": 256, "lr": 1e-3, "epochs": 12,
-                "eval_every": 2, "patience": 3, "beam": 100, "valid_beam": 10, "rq_epochs": 300, "rq_batch_size": 1024,
+        "cpu": {**CPU_RECOMMENDER, "rq_epochs": 300, "rq_batch_size": 1024,
                 "rl_epochs": 2, "rl_patience": 2, "rl_examples": 2048, "rl_group": 8, "rl_batch_size": 64},
     }  # fmt: skip
 
