@@ -200,7 +200,7 @@ def test_options_and_variants() -> None:
     assert letter.alpha > 0 and letter.beta > 0 and letter.rq_train_sinkhorn and letter.tau == 1.0 and letter.rq_levels == 4
     for name in ("bloger", "bloger-no-gs", "bloger-letter"):
         cfg = resolve_config(METHODS.get(name), "cpu")
-        assert cfg.rq_epochs < BLOGERConfig().rq_epochs and cfg.beam <= 20
+        assert cfg.rq_epochs < BLOGERConfig().rq_epochs and cfg.d_model < BLOGERConfig().d_model and cfg.beam <= BLOGERConfig().beam
 
 
 @pytest.mark.parametrize("name", ["bloger", "bloger-letter"])

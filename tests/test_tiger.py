@@ -83,7 +83,7 @@ def test_cpu_preset_shrinks_the_recommender_and_the_tokenizer(name: str) -> None
 
     cls = METHODS.get(name)
     full, cpu = cls.Config(), resolve_config(cls, "cpu")
-    assert (cpu.d_model, cpu.layers, cpu.beam) == (64, 2, 20) and cpu.valid_beam <= cpu.beam < full.beam
+    assert (cpu.d_model, cpu.layers, cpu.beam) == (64, 2, 100) and cpu.valid_beam < cpu.beam <= full.beam  # Hit@100 measured
     assert cpu.d_ff < full.d_ff and cpu.epochs < full.epochs and cpu.patience <= full.patience
     if hasattr(full, "rq_epochs"):
         assert cpu.rq_epochs < full.rq_epochs
