@@ -110,12 +110,11 @@ class GenerativeConfig:
 # "Presets"): a half-width, two-layer seq2seq (2 heads x 32), batch 256, validation every 2
 # epochs at beam 10 (NDCG@10 needs only the top 10), early stopping after 3 validations
 # without improvement, the final validation and test at beam 100 (so Hit@100 is measured, as
-# the harness reports it for every method). Each method's file adds its
-# tokenizer's settings. The epoch limit (100) is a safety net, not the stopping rule: runs
-# stop early. Measured on Scientific (33,541 training examples), one thread of this machine's
-# Xeon with the other core busy: 22-26 s per TIGER epoch, ~8 s per validation at beam 10,
-# ~15 s for the test pass at beam 20 (8,317 users), about 5x that at beam 100; so 100 epochs
-# would take about 45 minutes.
+# the harness reports it for every method). Each method's file adds its tokenizer's settings.
+# The epoch limit (100) is a safety net, not the stopping rule. Measured on Scientific (33,541
+# training examples), one thread of this machine's AMD EPYC with the other core busy: 19-20 s
+# per TIGER epoch, ~8 s per validation at beam 10, ~100 s for the test pass at beam 100
+# (8,317 users); TIGER's three seeds stopped at epochs 84, 60 and 50 (26-43 minutes a run).
 CPU_RECOMMENDER: dict[str, object] = {
     "d_model": 64, "layers": 2, "heads": 2, "d_kv": 32, "d_ff": 256, "batch_size": 256, "lr": 1e-3,
     "epochs": 100, "eval_every": 2, "patience": 3, "valid_beam": 10, "beam": 100,
