@@ -133,6 +133,13 @@ class Method(abc.ABC):
         protocol, efficiency, provenance, ...)."""
         return {"training": dict(self.ctx.info)}
 
+    def test_variants(self) -> dict[str, dict[str, Any]]:
+        """Supplementary test passes of the selected checkpoint with decode-time options changed,
+        ``{label: {option: value}}`` (e.g. a value-guided beam at several weights).  The harness
+        runs each after the headline test pass and records its metrics under
+        ``test_metrics_variants``; selection and the headline never see them.  Default: none."""
+        return {}
+
     def artifacts(self) -> list[Any]:
         """Objects the harness measures the same way for every method, recognised by type:
         a :class:`bench.semantic_ids.SemanticIDs` gets the ``codebook`` section."""

@@ -45,7 +45,7 @@ PROTOCOL = {
     "max_rank": MAX_RANK,
 }
 # Sections the harness writes; a method's report() may not reuse these names.
-HARNESS_SECTIONS = ("dataset", "method", "seed", "run_id", "metrics", "valid_metrics", "test_metrics_history_masked", "protocol",
+HARNESS_SECTIONS = ("dataset", "method", "seed", "run_id", "metrics", "valid_metrics", "test_metrics_history_masked", "test_metrics_variants", "protocol",
                     "efficiency", "config", "dataset_info", "provenance", "generation", "codebook", "codebook_plot", "value_metrics",
                     "per_user", "schema")  # fmt: skip
 
@@ -261,6 +261,7 @@ def execute(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig, d
         # masking keeps the ranking's depth (full-catalog scores): masking a ranked list shortens it.
         masked = test_eval.run(mask_history=True)
         masked_metrics = summarize(masked.ranks, None, split.n_items)
+    variants = supplementary_passes(method, test_set, parts["tiebreak"], cfg)
     efficiency = {
         **method.parameter_counts(),
         "fit_seconds": fit_seconds,
@@ -283,6 +284,7 @@ def execute(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig, d
         "metrics": metrics,
         "valid_metrics": valid_metrics,
         **({"test_metrics_history_masked": masked_metrics} if masked_metrics is not None else {}),
+        **({"test_metrics_variants": variants} if variants else {}),
         "protocol": {
             **PROTOCOL,
             "history_cap": method.history_cap,
@@ -335,6 +337,23 @@ def execute(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig, d
     users = test_set.test.input.users if sampled is not None else None  # which users the ranks belong to
     write_record(path, record, test.ranks, split.dataset.fingerprint, run_id, users)
     return path
+
+
+def supplementary_passes(method: Method, test_set: Split, tiebreak, cfg: RunConfig) -> dict[str, dict[str, Any]]:
+    """The method's supplementary test passes (:meth:`Method.test_variants`), after the headline
+    one: each with some decode-time options changed on the same checkpoint, then restored."""
+    out = {}
+    for label, changes in method.test_variants().items():
+        saved = method.config
+        method.config = replace(saved, **changes)
+        try:
+            res = Evaluator(test_set.test, method, tiebreak, cfg.eval_batch_size, cfg.progress, f"test {label}", cfg.mask_history).run()
+        finally:
+            method.config = saved
+        values = value_section(test_set, res.ranks, res.list_depth)
+        out[label] = {"options": changes, "metrics": summarize(res.ranks, res.list_depth, test_set.n_items),
+                      **({"value_metrics": values["metrics"]} if values is not None else {}), "test_seconds": res.seconds}  # fmt: skip
+    return out
 
 
 def check_results_dir(results_dir: Path) -> None:

@@ -69,6 +69,9 @@ class UniVAConfig(TIGERConfig):
     # value-guided beam search: log p + beta * V(prefix)
     beta: float = 1.0
     constraint: str = "none"  # per-request item constraint: none | valued (items with a value only)
+    # supplementary test passes of the selected model at these beta (record: test_metrics_variants),
+    # for the HR@100-ValueHR@100 trade-off; the headline and selection use ``beta`` only
+    beta_sweep: tuple[float, ...] = ()
     # eCPM-aware RL (GRPO-style), after the supervised stage; 0 epochs = off
     rl_epochs: int = 10
     rl_patience: int = 3
@@ -146,9 +149,11 @@ class UniVA(TIGER):
     # cpu: the generative methods' shared recommender preset (the same sizes as tiger's, so the two compare
     # like for like) plus a cheaper tokenizer and 2 RL epochs of 2,048 examples x 8 samples.  Measured on
     # Scientific with one thread of this machine (load about 5): 218 s per RL epoch, RQ-VAE 300 epochs 226 s.
+    # beta_sweep: three more test passes (about 100 s each at beam 100) for the beta trade-off.
     presets = {
         "cpu": {**CPU_RECOMMENDER, "rq_epochs": 300, "rq_batch_size": 1024,
-                "rl_epochs": 2, "rl_patience": 2, "rl_examples": 2048, "rl_group": 8, "rl_batch_size": 64},
+                "rl_epochs": 2, "rl_patience": 2, "rl_examples": 2048, "rl_group": 8, "rl_batch_size": 64,
+                "beta_sweep": (0.0, 0.5, 1.0, 2.0)},
     }  # fmt: skip
 
     def __init__(self, config, data, ctx):
@@ -354,6 +359,11 @@ class UniVA(TIGER):
 
         return guided
 
+    def test_variants(self) -> dict[str, dict[str, float]]:
+        if not self.config.value_head:
+            return {}
+        return {f"beta={b:g}": {"beta": b} for b in self.config.beta_sweep if b != self.config.beta}
+
     def report(self) -> dict:
         out = super().report()
         out["training"]["value_model"] = {"value_source": self.values.source, "beta": self.config.beta,
@@ -375,7 +385,7 @@ class UniVANoRL(UniVA):
     name = "univa-no-rl"
     description = "UniVA-style ablation: no RL stage (supervised only)"
     Config = NoRLConfig
-    presets = {"cpu": _without(UniVA.presets["cpu"], "rl_epochs", "rl_patience", "rl_examples", "rl_group", "rl_batch_size")}
+    presets = {"cpu": _without(UniVA.presets["cpu"], "rl_epochs", "rl_patience", "rl_examples", "rl_group", "rl_batch_size", "beta_sweep")}
 
 
 @dataclass
@@ -387,7 +397,7 @@ class UniVANoValueHead(UniVA):
     name = "univa-no-value-head"
     description = "UniVA-style ablation: no value head (hence no value-guided beam)"
     Config = NoValueHeadConfig
-    presets = {"cpu": dict(UniVA.presets["cpu"])}
+    presets = {"cpu": _without(UniVA.presets["cpu"], "beta_sweep")}
 
 
 @dataclass
@@ -399,4 +409,4 @@ class UniVABeta0(UniVA):
     name = "univa-beta0"
     description = "UniVA-style ablation: value head trained, beam search unguided (beta = 0)"
     Config = Beta0Config
-    presets = {"cpu": dict(UniVA.presets["cpu"])}
+    presets = {"cpu": _without(UniVA.presets["cpu"], "beta_sweep")}

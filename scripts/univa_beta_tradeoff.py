@@ -1,11 +1,16 @@
-"""Train univa once (validation selects its checkpoint as in the harness), then decode the
-test users with the value-guided beam at several beta and plot HR@100 against ValueHR@100.
+"""Plot univa's HR@100 against ValueHR@100 over the value-guided beam's beta.
+
+Either from committed records (``--records DIR``: each seed's headline beta plus the
+supplementary passes its ``beta_sweep`` option asked for, ``test_metrics_variants``; nothing is
+trained), or by training univa once here (validation selects its checkpoint as in the harness)
+and decoding the test users at several beta.
 
 An analysis sweep, not a selection: beta is not chosen on these test numbers.  The value
 metrics are bench/value.py's (the same values every record uses).
 
     BENCH_CACHE_DIR=/path/cache python scripts/univa_beta_tradeoff.py --dataset scientific --data-dir /work/shared/data \\
         --preset cpu --betas 0,0.5,1,2 --threads 1 --out results/scientific-univa-beta.png
+    python scripts/univa_beta_tradeoff.py --records results/scientific@cpu/univa --out results/plots/scientific-univa-beta.png
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bench.config import parse_set_options, resolve_config, to_dict
@@ -38,6 +44,30 @@ def sweep(method, split, tiebreak, betas: list[float], batch_size: int) -> list[
     return rows
 
 
+def from_records(directory: Path) -> tuple[list[dict], list[dict]]:
+    """Per-beta rows averaged over the seeds' records in ``directory`` (mean and the seeds'
+    values), and the records' facts."""
+    records = [json.loads(p.read_text()) for p in sorted(directory.glob("seed*.json"))]
+    if not records:
+        raise SystemExit(f"--records {directory}: no seed*.json records there")
+    by_beta: dict[float, list[dict]] = {}
+    for rec in records:
+        if "value_metrics" not in rec:
+            raise SystemExit(f"--records {directory}: seed {rec['seed']} has no value_metrics (dataset without item values)")
+        by_beta.setdefault(float(rec["config"]["beta"]), []).append(rec["value_metrics"]["metrics"])
+        for variant in rec.get("test_metrics_variants", {}).values():
+            if set(variant["options"]) == {"beta"} and "value_metrics" in variant:
+                by_beta.setdefault(float(variant["options"]["beta"]), []).append(variant["value_metrics"])
+    rows = []
+    for beta in sorted(by_beta):
+        runs = by_beta[beta]
+        keys = [k for k in runs[0] if all(r.get(k) is not None for r in runs)]
+        rows.append({"beta": beta, "seeds": len(runs), "value_metrics": {k: float(np.mean([r[k] for r in runs])) for k in keys},
+                     "per_seed": runs})  # fmt: skip
+    facts = [{"seed": r["seed"], "run_id": r.get("run_id"), "git_sha": r["provenance"].get("git_sha")} for r in records]
+    return rows, facts
+
+
 def plot(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
@@ -47,7 +77,10 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     x = [r["value_metrics"]["hr@100"] for r in rows]
     y = [r["value_metrics"]["value_hr@100"] for r in rows]
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(x, y, "o-")
+    for r in rows:  # each seed's point, under the mean
+        seeds = r.get("per_seed", [])
+        ax.scatter([m["hr@100"] for m in seeds], [m["value_hr@100"] for m in seeds], s=10, c="0.6", zorder=1)
+    ax.plot(x, y, "o-", zorder=2)
     for r, a, b in zip(rows, x, y):
         ax.annotate(f"β={r['beta']:g}", (a, b), textcoords="offset points", xytext=(5, 5))
     ax.set_xlabel("HR@100")
@@ -73,7 +106,19 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--out", default="univa-beta.png", help="the PNG; a JSON of the numbers is written beside it")
+    ap.add_argument("--records", default=None, help="a directory of univa records (seed*.json): plot them, train nothing")
     args = ap.parse_args()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.records:
+        rows, facts = from_records(Path(args.records))
+        out.with_suffix(".json").write_text(json.dumps({"records": args.records, "runs": facts, "sweep": rows,
+                                                        "note": "supplementary test passes of each seed's selected model; "
+                                                                "beta is not selected on these test numbers"}, indent=1) + "\n")  # fmt: skip
+        plot(rows, out, f"{args.records}: beta sweep (mean of {len(facts)} seeds; grey: each seed)")
+        for r in rows:
+            print(f"beta {r['beta']:g} ({r['seeds']} runs): " + ", ".join(f"{k} {v:.4f}" for k, v in r["value_metrics"].items()))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     cls = METHODS.get(args.method)
@@ -86,8 +131,6 @@ def main() -> None:
     method, parts = build_method(cls, split, args.seed, run, device)
     method.fit()
     rows = sweep(method, split, parts["tiebreak"], [float(b) for b in args.betas.split(",")], args.batch_size)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     facts = {"dataset": args.dataset, "method": cls.name, "seed": args.seed, "preset": args.preset, "config": to_dict(config),
              "training": method.ctx.info, "efficiency": method.ctx.efficiency, "sweep": rows,
              "note": "analysis sweep over the decoding beta of one trained model; beta is not selected on these test numbers"}  # fmt: skip

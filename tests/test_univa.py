@@ -13,7 +13,7 @@ import torch
 from bench.config import resolve_config
 from bench.data.canonical import RawData, canonicalize
 from bench.errors import UserError
-from bench.runner import build_method, execute
+from bench.runner import build_method, execute, supplementary_passes
 from bench.split import Split, leave_one_out
 from bench.value import ItemValues, train_values
 from methods import METHODS
@@ -135,11 +135,17 @@ def test_constraint_valued_shows_only_items_with_a_value(run_cfg) -> None:
     assert len(shown) and known[shown].all()
 
 
-def test_record_carries_both_stages_and_the_value_model(tiny_split: Split, run_cfg) -> None:
-    rec = json.loads(execute(METHODS.get("univa"), tiny_split, 0, run_cfg()).read_text())
+def test_record_carries_both_stages_and_the_value_model(tiny_split: Split, run_cfg, tmp_path) -> None:
+    cfg = run_cfg()
+    cfg.overrides["univa"]["beta_sweep"] = (0.0, 1.0, 5.0)
+    rec = json.loads(execute(METHODS.get("univa"), tiny_split, 0, cfg).read_text())
     train = rec["training"]
     assert set(train["stages"]) == {"supervised", "rl"}
+    # the beta sweep: supplementary passes at the other beta; the headline's config is restored after them
     assert train["value_model"]["value_source"]["kind"] == "real" and train["value_model"]["beta"] == 1.0
+    variants = rec["test_metrics_variants"]
+    assert set(variants) == {"beta=0", "beta=5"} and variants["beta=5"]["options"] == {"beta": 5.0}
+    assert all(set(v["value_metrics"]) >= {"hr@100", "value_hr@100", "wndcg@100"} for v in variants.values())
     assert rec["efficiency"]["rl_epochs_run"] >= 1 and rec["codebook"]["semantic_levels"] == 3
     assert rec["generation"]["duplicate_rate"] == 0.0
 
@@ -175,7 +181,12 @@ def test_beta_sweep_script_on_tiny_data(tiny_split: Split, run_cfg, tmp_path) ->
         cfg.overrides["univa"]["rl_epochs"] = 0
         method, parts = build_method(METHODS.get("univa"), tiny_split, 0, cfg, torch.device("cpu"))
         method.fit()
+        # the harness's supplementary passes decode as the script does, and leave the config as it was
+        method.config = dataclasses.replace(method.config, beta_sweep=(0.0, 5.0))
+        variants = supplementary_passes(method, tiny_split, parts["tiebreak"], cfg)
+        assert method.config.beta == 1.0
         rows = module.sweep(method, tiny_split, parts["tiebreak"], [0.0, 5.0], 16)
+        assert [variants[f"beta={b:g}"]["metrics"] for b in (0, 5)] == [r["metrics"] for r in rows]
         module.plot(rows, tmp_path / "sweep.png", "tiny")
     finally:
         sys.modules.pop(spec.name, None)
