@@ -188,6 +188,16 @@ def prepare(specs: list[RunSpec], optional: bool = False, log=print) -> list[Run
 # ---- local engines --------------------------------------------------------------------------
 def _child(spec: RunSpec, gpu: str | None, conn) -> None:
     """Entry point of a worker process: one run, its outcome sent back through ``conn``."""
+    import signal
+
+    def interrupt_once(signum, frame):
+        # Ctrl-C reaches a worker twice (the terminal signals the whole group, then the parent
+        # interrupts its workers): the second must not cut short the first's clean-up, which
+        # removes the claim and the temporary files.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt_once)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     try:
