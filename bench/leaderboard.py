@@ -197,6 +197,35 @@ def _value_table(methods: dict[str, list[Record]]) -> list[str]:
     return out
 
 
+def _variants_table(methods: dict[str, list[Record]]) -> list[str]:
+    """Supplementary decoding passes (``test_metrics_variants``): the same selected checkpoints
+    decoded with some options changed, beside the headline decode, averaged over seeds."""
+    keys = ("recall@10", "ndcg@10", "hit@100")
+    value_keys = ("value_hr@100", "wndcg@100")
+    rows = []
+    for m in sorted(methods):
+        labels = sorted({label for r in methods[m] for label in r.data.get("test_metrics_variants", {})})
+        if not labels:
+            continue
+        have = [r for r in methods[m] if r.data.get("test_metrics_variants")]
+        passes = [("headline", [r.data["metrics"] for r in have], [r.data.get("value_metrics", {}).get("metrics", {}) for r in have])]
+        for label in labels:
+            vs = [r.data["test_metrics_variants"][label] for r in have if label in r.data["test_metrics_variants"]]
+            passes.append((label, [v["metrics"] for v in vs], [v.get("value_metrics", {}) for v in vs]))
+        for label, metrics, values in passes:
+            rows.append([m, label, len(metrics)] + [_fmt(_mean_std([x.get(k) for x in metrics]), False) for k in keys]
+                        + [_fmt(_mean_std([x.get(k) for x in values]), False) for k in value_keys])  # fmt: skip
+    if not rows:
+        return []
+    return [
+        "Decoding variants (supplementary test passes of the same selected checkpoints with a decode-time option changed; "
+        "selection and the headline use the configured option only):",
+        "",
+        tabulate(rows, headers=["method", "pass", "n", *keys, *value_keys], tablefmt="github", disable_numparse=True),
+        "",
+    ]
+
+
 def _non_default(records: list[Record]) -> str:
     """The config values of these records that differ from the method's current defaults
     (``key=value``, union over seeds), "defaults" when there are none: epoch caps, smaller
@@ -296,6 +325,7 @@ def render_leaderboard(results_dir: Path) -> str:
         lines.extend(_masked_table(methods))
         lines.extend(_published_table(dataset, methods))
         lines.extend(_value_table(methods))
+        lines.extend(_variants_table(methods))
         lines.extend(_codebook_table(methods))
         lines.extend(_footnotes(methods))
     return "\n".join(lines).rstrip() + "\n"

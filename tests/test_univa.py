@@ -146,6 +146,13 @@ def test_record_carries_both_stages_and_the_value_model(tiny_split: Split, run_c
     variants = rec["test_metrics_variants"]
     assert set(variants) == {"beta=0", "beta=5"} and variants["beta=5"]["options"] == {"beta": 5.0}
     assert all(set(v["value_metrics"]) >= {"hr@100", "value_hr@100", "wndcg@100"} for v in variants.values())
+    from bench.leaderboard import render_leaderboard
+
+    table = render_leaderboard(cfg.results_dir).split("Decoding variants", 1)[1].split("\n\n", 2)[1]
+    rows = {line.split("|")[2].strip(): line for line in table.splitlines()[2:]}
+    assert set(rows) == {"headline", "beta=0", "beta=5"}
+    assert f"{variants['beta=5']['value_metrics']['value_hr@100']:.4f}" in rows["beta=5"]
+    assert f"{rec['value_metrics']['metrics']['value_hr@100']:.4f}" in rows["headline"]
     assert rec["efficiency"]["rl_epochs_run"] >= 1 and rec["codebook"]["semantic_levels"] == 3
     assert rec["generation"]["duplicate_rate"] == 0.0
 
