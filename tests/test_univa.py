@@ -141,6 +141,12 @@ def test_record_carries_both_stages_and_the_value_model(tiny_split: Split, run_c
     rec = json.loads(execute(METHODS.get("univa"), tiny_split, 0, cfg).read_text())
     train = rec["training"]
     assert set(train["stages"]) == {"supervised", "rl"}
+    # the supervised stage selects on the unguided decode; RL starts from that checkpoint decoded at beta
+    supervised = train["stages"]["supervised"]
+    assert supervised["selected_at_beta"] == 0.0 and supervised["valid_at_beta"]["beta"] == 1.0
+    assert supervised["best_valid"] == pytest.approx(max(v for _, v in supervised["valid_curve"]), abs=1e-6)
+    rl_curve = train["stages"]["rl"]["valid_curve"]
+    assert train["stages"]["rl"]["best_valid"] == pytest.approx(max([supervised["valid_at_beta"]["ndcg@10"]] + [v for _, v in rl_curve]), abs=1e-6)
     # the beta sweep: supplementary passes at the other beta; the headline's config is restored after them
     assert train["value_model"]["value_source"]["kind"] == "real" and train["value_model"]["beta"] == 1.0
     variants = rec["test_metrics_variants"]
