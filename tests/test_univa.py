@@ -129,6 +129,15 @@ def test_constraint_valued_shows_only_items_with_a_value(run_cfg) -> None:
     assert method.values.kind == "real" and not known.all() and len(items) == split.n_items
     from bench.method import EvalBatch
 
+    # the head regresses log(v / mean v); an item without a value counts as the smallest known one
+    v = method.values.values
+    norm = v[known] / v[known].mean()
+    np.testing.assert_allclose(method.value_target[torch.from_numpy(known)].numpy(), np.log(norm), rtol=1e-5)
+    assert torch.all(method.value_target[torch.from_numpy(~known)] == float(np.log(norm.min())))
+    assert torch.all(method.value_norm[torch.from_numpy(~known)] == 0)  # the RL reward: no value, no bonus
+    linear = _method(split, run_cfg, value_scale="linear", rl_epochs=0)
+    np.testing.assert_allclose(linear.value_target[torch.from_numpy(known)].numpy(), norm, rtol=1e-5)
+
     hist = torch.from_numpy(split.test.input.history.padded(method.history_cap))
     out = method.recommend(EvalBatch(torch.from_numpy(split.test.input.users), hist, (hist >= 0).sum(1)), 100)
     shown = out[out >= 0].numpy()
