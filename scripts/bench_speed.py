@@ -62,6 +62,8 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
     ap.add_argument("--set", action="append", default=[], metavar="METHOD.FIELD=VALUE", help="method options (e.g. tiger.d_model=64)")
+    ap.add_argument("--preset", default="", help="apply each method's preset (e.g. cpu) under the one-epoch settings and --set")
+    ap.add_argument("--epochs", type=int, default=1, help="epochs to time per method (s/epoch is their mean)")
     ap.add_argument("--output", default="", help="also write the table as Markdown")
     args = ap.parse_args()
     if args.threads:
@@ -75,7 +77,7 @@ def main() -> int:
         dataset = canonicalize("beauty-shaped", beauty_shaped(args.users))
     split = leave_one_out(dataset)
     n_train = int(split.train.lengths.sum())
-    from bench.config import parse_set_options
+    from bench.config import parse_set_options, resolve_config, to_dict
 
     overrides = parse_set_options(args.set)
     rows = []
@@ -83,7 +85,10 @@ def main() -> int:
         cls = METHODS.get(name)
         # one epoch, validated once at its end (excluded from the epoch's time)
         fields = set(cls.Config.__dataclass_fields__)
-        one = {k: v for k, v in {"epochs": 1, "eval_every": 1, "iterations": 1, "patience": 1, "rq_epochs": 50}.items() if k in fields}
+        one = {k: v for k, v in {"epochs": args.epochs, "eval_every": args.epochs, "iterations": 1, "patience": 1, "rq_epochs": 50}.items()
+               if k in fields}  # fmt: skip
+        if args.preset:
+            one = {**to_dict(resolve_config(cls, args.preset)), **one}
         row = [name]
         for precision in [p.strip() for p in args.precisions.split(",")]:
             cfg = RunConfig(device=args.device, progress=False, precision=precision, eval_batch_size=1024,
@@ -103,7 +108,8 @@ def main() -> int:
     caption = (f"{dataset.name}: {split.n_users:,} users, {split.n_items:,} items, {n_train:,} training interactions; "
                f"{hw['device_name']}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, "
                f"Python {platform.python_version()}; bf16 native on this CPU: "
-               f"{resolve_precision('auto', device) == 'bf16'}; one epoch after set-up, validation excluded")  # fmt: skip
+               f"{resolve_precision('auto', device) == 'bf16'}; {args.epochs} epoch(s) after set-up, validation excluded"
+               + (f"; preset {args.preset}" if args.preset else ""))  # fmt: skip
     print(caption)
     print(table)
     if args.output:
