@@ -226,6 +226,16 @@ def _variants_table(methods: dict[str, list[Record]]) -> list[str]:
     ]
 
 
+def _analyses(results_dir: Path, table: str) -> list[str]:
+    """Links to the committed analyses of this table: ``results/plots/<table>-*.png`` and
+    ``results/paired/<table>-*.md`` (generated from its records by the scripts and
+    ``bench compare``, never by hand)."""
+    found = sorted(p for sub, ext in (("plots", "png"), ("paired", "md")) for p in (Path(results_dir) / sub).glob(f"{table}-*.{ext}"))
+    if not found:
+        return []
+    return ["Analyses of these records: " + ", ".join(f"[{p.name}]({p.as_posix()})" for p in found), ""]
+
+
 def _non_default(records: list[Record]) -> str:
     """The config values of these records that differ from the method's current defaults
     (``key=value``, union over seeds), "defaults" when there are none: epoch caps, smaller
@@ -327,6 +337,7 @@ def render_leaderboard(results_dir: Path) -> str:
         lines.extend(_value_table(methods))
         lines.extend(_variants_table(methods))
         lines.extend(_codebook_table(methods))
+        lines.extend(_analyses(results_dir, dataset))
         lines.extend(_footnotes(methods))
     return "\n".join(lines).rstrip() + "\n"
 

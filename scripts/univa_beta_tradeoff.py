@@ -10,7 +10,7 @@ metrics are bench/value.py's (the same values every record uses).
 
     BENCH_CACHE_DIR=/path/cache python scripts/univa_beta_tradeoff.py --dataset scientific --data-dir /work/shared/data \\
         --preset cpu --betas 0,0.5,1,2 --threads 1 --out results/scientific-univa-beta.png
-    python scripts/univa_beta_tradeoff.py --records results/scientific@cpu/univa --out results/plots/scientific-univa-beta.png
+    python scripts/univa_beta_tradeoff.py --records results/scientific@cpu/univa --reference results/scientific@cpu/tiger --out "results/plots/scientific@cpu-univa-beta.png"
 """
 
 from __future__ import annotations
@@ -68,7 +68,16 @@ def from_records(directory: Path) -> tuple[list[dict], list[dict]]:
     return rows, facts
 
 
-def plot(rows: list[dict], path: Path, title: str) -> None:
+def reference_point(directory: Path) -> dict:
+    """Another method's mean HR@100 and ValueHR@100 over its seeds' records (e.g. tiger)."""
+    records = [json.loads(p.read_text()) for p in sorted(directory.glob("seed*.json"))]
+    if not records or any("value_metrics" not in r for r in records):
+        raise SystemExit(f"--reference {directory}: expected seed*.json records with value_metrics")
+    mean = {k: float(np.mean([r["value_metrics"]["metrics"][k] for r in records])) for k in ("hr@100", "value_hr@100")}
+    return {"method": records[0]["method"], "seeds": len(records), **mean}
+
+
+def plot(rows: list[dict], path: Path, title: str, reference: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -83,9 +92,13 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     ax.plot(x, y, "o-", zorder=2)
     for r, a, b in zip(rows, x, y):
         ax.annotate(f"β={r['beta']:g}", (a, b), textcoords="offset points", xytext=(5, 5))
+    if reference:
+        ax.scatter([reference["hr@100"]], [reference["value_hr@100"]], marker="*", s=120, c="tab:red", zorder=3)
+        ax.annotate(f"{reference['method']} ({reference['seeds']} seeds)", (reference["hr@100"], reference["value_hr@100"]),
+                    textcoords="offset points", xytext=(0, 10), ha="right", va="bottom")  # fmt: skip
     ax.set_xlabel("HR@100")
     ax.set_ylabel("ValueHR@100")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=8, wrap=True)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)
@@ -107,15 +120,17 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--out", default="univa-beta.png", help="the PNG; a JSON of the numbers is written beside it")
     ap.add_argument("--records", default=None, help="a directory of univa records (seed*.json): plot them, train nothing")
+    ap.add_argument("--reference", default=None, help="with --records: another method's records to mark, e.g. results/scientific@cpu/tiger")
     args = ap.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.records:
         rows, facts = from_records(Path(args.records))
-        out.with_suffix(".json").write_text(json.dumps({"records": args.records, "runs": facts, "sweep": rows,
+        reference = reference_point(Path(args.reference)) if args.reference else None
+        out.with_suffix(".json").write_text(json.dumps({"records": args.records, "runs": facts, "sweep": rows, "reference": reference,
                                                         "note": "supplementary test passes of each seed's selected model; "
                                                                 "beta is not selected on these test numbers"}, indent=1) + "\n")  # fmt: skip
-        plot(rows, out, f"{args.records}: beta sweep (mean of {len(facts)} seeds; grey: each seed)")
+        plot(rows, out, f"{args.records}: beta sweep\n(mean of {len(facts)} seeds; grey: each seed)", reference)
         for r in rows:
             print(f"beta {r['beta']:g} ({r['seeds']} runs): " + ", ".join(f"{k} {v:.4f}" for k, v in r["value_metrics"].items()))
         return

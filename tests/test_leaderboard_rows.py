@@ -39,3 +39,17 @@ def test_preset_tables_compare_configs_with_the_preset(tmp_path: Path, monkeypat
     _record(tmp_path, "pop", 0, 0.01, 0.01, preset="cpu")
     text = render_leaderboard(tmp_path)
     assert "## beauty@cpu" in text and "Preset runs (cpu)" in text and "| paper:" not in text.split("## beauty@cpu")[1]
+
+
+def test_each_table_links_its_own_plots_and_paired_tests(tmp_path: Path) -> None:
+    _record(tmp_path, "mf", 0, 0.02, None)
+    _record(tmp_path, "mf", 0, 0.02, None, preset="cpu")
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "paired").mkdir()
+    (tmp_path / "plots" / "beauty@cpu-univa-beta.png").write_bytes(b"\x89PNG")
+    (tmp_path / "paired" / "beauty-ndcg@10.md").write_text("x")
+    (tmp_path / "paired" / "beauty@cpu-notes.txt").write_text("x")  # neither a plot nor a paired table
+    text = render_leaderboard(tmp_path)
+    plain, cpu = text.split("## beauty@cpu")
+    assert "[beauty-ndcg@10.md](" in plain and "univa-beta" not in plain
+    assert "[beauty@cpu-univa-beta.png](" in cpu and "beauty-ndcg@10" not in cpu and "notes" not in text
