@@ -340,11 +340,13 @@ def execute(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig, d
     return path
 
 
-def supplementary_passes(method: Method, test_set: Split, tiebreak, cfg: RunConfig) -> dict[str, dict[str, Any]]:
-    """The method's supplementary test passes (:meth:`Method.test_variants`), after the headline
-    one: each with some decode-time options changed on the same checkpoint, then restored."""
+def supplementary_passes(method: Method, test_set: Split, tiebreak, cfg: RunConfig,
+                         variants: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """The method's supplementary test passes (:meth:`Method.test_variants`, or ``variants``),
+    after the headline one: each with some decode-time options changed on the same
+    checkpoint, then restored."""
     out = {}
-    for label, changes in method.test_variants().items():
+    for label, changes in (method.test_variants() if variants is None else variants).items():
         saved = method.config
         method.config = replace(saved, **changes)
         try:

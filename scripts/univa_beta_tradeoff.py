@@ -16,7 +16,6 @@ metrics are bench/value.py's (the same values every record uses).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -25,23 +24,16 @@ import torch
 
 from bench.config import parse_set_options, resolve_config, to_dict
 from bench.data.registry import load_dataset
-from bench.evaluate import Evaluator
-from bench.metrics import summarize
-from bench.runner import RunConfig, build_method, resolve_device
+from bench.runner import RunConfig, build_method, resolve_device, supplementary_passes
 from bench.split import leave_one_out
-from bench.value import value_section
 from methods import METHODS
 
 
 def sweep(method, split, tiebreak, betas: list[float], batch_size: int) -> list[dict]:
-    rows = []
-    for beta in betas:
-        method.config = dataclasses.replace(method.config, beta=beta)
-        out = Evaluator(split.test, method, tiebreak, batch_size, False, f"test beta={beta}").run()
-        section = value_section(split, out.ranks, out.list_depth)
-        rows.append({"beta": beta, "metrics": summarize(out.ranks, out.list_depth, split.n_items), "value_metrics": section["metrics"],
-                     "value_source": section["value_source"], "test_seconds": out.seconds})  # fmt: skip
-    return rows
+    """The harness's supplementary passes of ``method`` at each beta (config restored after)."""
+    cfg = RunConfig(progress=False, eval_batch_size=batch_size)
+    passes = supplementary_passes(method, split, tiebreak, cfg, {f"beta={b:g}": {"beta": b} for b in betas})
+    return [{"beta": b, **{k: v for k, v in passes[f"beta={b:g}"].items() if k != "options"}} for b in betas]
 
 
 def from_records(directory: Path) -> tuple[list[dict], list[dict]]:
@@ -147,7 +139,7 @@ def main() -> None:
     method.fit()
     rows = sweep(method, split, parts["tiebreak"], [float(b) for b in args.betas.split(",")], args.batch_size)
     facts = {"dataset": args.dataset, "method": cls.name, "seed": args.seed, "preset": args.preset, "config": to_dict(config),
-             "training": method.ctx.info, "efficiency": method.ctx.efficiency, "sweep": rows,
+             "training": method.ctx.info, "efficiency": method.ctx.efficiency, "value_source": method.values.source, "sweep": rows,
              "note": "analysis sweep over the decoding beta of one trained model; beta is not selected on these test numbers"}  # fmt: skip
     out.with_suffix(".json").write_text(json.dumps(facts, indent=1, default=str) + "\n")
     plot(rows, out, f"{cls.name} on {args.dataset} (seed {args.seed}, preset {args.preset}): beta sweep")
