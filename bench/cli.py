@@ -345,6 +345,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, Slurm's pre-emption and time limit, a container stop), handled as Ctrl-C:
+    the clean-up that removes a run's claim and temporary files runs, and the exit code is 143."""
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into :class:`Terminated` in this process (the main thread), unless a handler
+    other than the default one is already installed; later SIGTERMs and SIGINTs are then ignored
+    so that they cannot cut the clean-up short (Slurm and ``kill`` of a process group signal
+    every process, and the grid's parent signals its workers again)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
@@ -359,6 +383,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("interrupted: completed records are kept, nothing partial was written; re-run to resume", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
+
+
+def entry() -> int:
+    """The command line (``python -m bench``, the ``bench`` script): :func:`main` with SIGTERM
+    handled as Ctrl-C. A program that calls :func:`main` itself keeps its own SIGTERM handling."""
+    stop_on_sigterm()
+    return main()

@@ -191,13 +191,15 @@ def _child(spec: RunSpec, gpu: str | None, conn) -> None:
     import signal
 
     def interrupt_once(signum, frame):
-        # Ctrl-C reaches a worker twice (the terminal signals the whole group, then the parent
-        # interrupts its workers): the second must not cut short the first's clean-up, which
-        # removes the claim and the temporary files.
+        # Ctrl-C or SIGTERM reaches a worker twice (the terminal or Slurm signals the whole
+        # group, then the parent interrupts its workers): the second must not cut short the
+        # first's clean-up, which removes the claim and the temporary files.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, interrupt_once)
+    signal.signal(signal.SIGTERM, interrupt_once)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     try:

@@ -249,6 +249,34 @@ def test_a_killed_worker_leaves_nothing_partial_and_the_grid_completes(tmp_path:
 
 @needs_ml100k
 @pytest.mark.slow
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_sigterm_stops_the_grid_and_leaves_nothing_partial(tmp_path: Path, jobs: int) -> None:
+    """SIGTERM (kill, Slurm's pre-emption or time limit) cleans up as Ctrl-C does: no claim, record
+    or temporary file is left, and the exit code is 143."""
+    import signal
+
+    args = [sys.executable, "-m", "bench", "run", "--datasets", "ml-100k", "--cache-dir", str(tmp_path / "cache"), "--no-download",
+            "--results-dir", str(tmp_path / "results"), "--device", "cpu", "--jobs", str(jobs), "--methods", "mf", "--seeds", "0,1",
+            "--set", "mf.epochs=500", "--set", "mf.patience=1000", "--set", "mf.eval_every=100"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True)
+    results = tmp_path / "results" / "ml-100k" / "mf"
+    deadline = time.monotonic() + 180
+    while len(list(results.glob("*.claim"))) < jobs and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(list(results.glob("*.claim"))) == jobs, proc.communicate()
+    time.sleep(2)  # training
+    start = time.monotonic()
+    os.killpg(proc.pid, signal.SIGTERM)  # what Slurm and `kill -- -PGID` do: SIGTERM to every process of the group
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert time.monotonic() - start < 20
+    assert "interrupted" in err
+    assert not list(results.glob("*.claim")) and not list(results.glob("*.json")) and not list(results.glob("*.npz"))
+    assert not list(results.glob(".*tmp*"))
+
+
+@needs_ml100k
+@pytest.mark.slow
 def test_ctrl_c_stops_every_worker_promptly_and_leaves_nothing(tmp_path: Path) -> None:
     import signal
 
