@@ -30,3 +30,37 @@ def test_speed_benchmark_prints_fp32_and_bf16_side_by_side(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
     assert "train inter./s fp32" in text and "train inter./s bf16" in text and "| sasrec-ce" in text
+
+
+def _load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cornac_side_by_side_takes_only_a_record_of_the_same_settings(tmp_path: Path, tiny_split) -> None:
+    """--ours-record: a record made at other settings, another seed or on other data is refused,
+    naming what differs (our side's numbers must come from the run being compared)."""
+    import argparse
+    import json
+
+    sbs = _load_script("cornac_tiger_side_by_side")
+    config = json.loads(json.dumps(sbs.preset_settings("cpu")))
+    assert config["beam"] == 100 and config["rq_epochs"] == 500  # tiger's declared cpu preset
+    args = argparse.Namespace(preset="cpu", seed=0, timing_epochs=1)
+    record = {"method": "tiger", "seed": 0, "config": {**config, "d_model": 128},
+              "provenance": {"data_fingerprint": "0000"}, "metrics": {}, "dataset": tiny_split.dataset.name}  # fmt: skip
+    path = tmp_path / "seed0.json"
+    path.write_text(json.dumps(record))
+    with pytest.raises(SystemExit) as err:
+        sbs.ours_from_record(path, tiny_split, None, args, "cpu")
+    message = str(err.value)
+    assert "d_model: record 128, preset 64" in message and "data fingerprint" in message
+    record.update(config=config, seed=1, provenance={"data_fingerprint": tiny_split.dataset.fingerprint})
+    path.write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match="asked tiger seed 0") as err:
+        sbs.ours_from_record(path, tiny_split, None, args, "cpu")
+    assert "d_model" not in str(err.value) and "fingerprint" not in str(err.value)
