@@ -53,7 +53,7 @@ class P5CID(GenerativeMethod):
     presets = {"cpu": dict(CPU_RECOMMENDER)}  # the spectral clustering takes seconds
     # printed under the leaderboard wherever p5-cid appears
     footnote: ClassVar[str] = (
-        "p5-cid: P5's collaborative indices (CID) on our TIGER-sized seq2seq trained from scratch on ID tokens; P5 "
+        "P5's collaborative indices (CID) on our TIGER-sized seq2seq trained from scratch on ID tokens; P5 "
         "fine-tunes a pretrained T5-small with natural-language prompts (no such weights offline here), so the "
         "numbers are not like-for-like with the published P5-CID ones (e.g. Recall@10 .0590 on Beauty, as LETTER's paper reports it)."
     )
