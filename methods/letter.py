@@ -54,14 +54,16 @@ SASRec is trained here (LETTER shipped a pretrained 32-d checkpoint).
 
 The reconstruction's size still depends on the input: LETTER's item embeddings are
 mean-pooled LLaMA hidden states (not normalized), ours unit-norm MiniLM vectors (384-d), whose
-MSE is about 1e-3 after training. Measured on Scientific at the ``cpu`` preset (500 tokenizer
-epochs, alpha 0.02): recon 0.0011, quant 0.021, alpha x collaborative 0.108; the collaborative
-term fell from its chance level 6.85 (ln B, batch-weighted) to 5.41; the first level used 52 of 256 codes
-(tiger at 1,000 epochs: 124). So at LETTER's alpha the CF term dominates this tokenizer's loss.
-The first level's collapse is not the CF term's doing: with alpha 0 (beta 1e-4) it used 9 codes
-after one epoch and 37 after 100. The constrained k-means init fits the untrained encoder's
-tightly packed outputs and does not survive the first steps; with inputs z-scored per dimension
-it kept 191 after one epoch, but 59 after 100.
+MSE is about 1e-3 after training. So at LETTER's alpha the CF term dominates this tokenizer's
+loss: on Scientific at the ``cpu`` preset (500 tokenizer epochs, seed 0), alpha x collaborative
+is about 0.108 against a reconstruction of 0.001; the collaborative term falls from its chance
+level 6.85 (ln B, batch-weighted) to 5.42, and the first level uses 48 of 256 codes (3.81
+bits), where ``letter-base`` (the same tokenizer and init, alpha = beta = 0) uses 88 (6.31
+bits) and tiger 132 (6.80; 43 to 132 over three seeds). Beside the CF term the diversity term
+ends above its chance level (7.85 against ln 255 = 5.54); alone (``tiger-dr``) it ends at 5.28.
+(An earlier measurement found the first level collapsed at alpha 0 as well, to 37 codes
+after 100 epochs; neither ``letter-base`` nor a tokenizer-only run at alpha = beta = 0 and 100
+epochs, 94 codes, reproduces it at the current code.) Records: ``results/scientific@cpu/``.
 
 Options keep TIGER's names (``text_*``, ``rq_*``); note ``rq_beta`` is the RQ-VAE commitment
 weight and ``beta`` the diversity weight.
