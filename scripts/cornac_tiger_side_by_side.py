@@ -123,8 +123,7 @@ def ours_from_record(path: Path, split: Split, test_rows: np.ndarray | None, arg
     metrics = summarize(ranks if test_rows is None else ranks[test_rows], depth, split.n_items)
     eff = record.data["efficiency"]
     timing = run_ours(split, split.test if test_rows is None else split.test.subset(test_rows), args, device, epochs=args.timing_epochs)
-    return {**timing, "metrics": metrics, "epochs": int(eff["epochs_run"]), "record": str(path),
-            "record_epoch_seconds": eff["epoch_seconds_mean"], "record_device": record.data["efficiency"].get("device")}  # fmt: skip
+    return {**timing, "metrics": metrics, "epochs": int(eff["epochs_run"])}
 
 
 class _Stop(Exception):
