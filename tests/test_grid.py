@@ -249,10 +249,10 @@ def test_a_killed_worker_leaves_nothing_partial_and_the_grid_completes(tmp_path:
 
 @needs_ml100k
 @pytest.mark.slow
-@pytest.mark.parametrize("jobs", [1, 2])
-def test_sigterm_stops_the_grid_and_leaves_nothing_partial(tmp_path: Path, jobs: int) -> None:
-    """SIGTERM (kill, Slurm's pre-emption or time limit) cleans up as Ctrl-C does: no claim, record
-    or temporary file is left, and the exit code is 143."""
+@pytest.mark.parametrize("sig, jobs, code", [("SIGINT", 2, 130), ("SIGTERM", 1, 143), ("SIGTERM", 2, 143)])
+def test_ctrl_c_or_sigterm_stops_every_worker_promptly_and_leaves_nothing(tmp_path: Path, sig: str, jobs: int, code: int) -> None:
+    """A terminal's Ctrl-C (SIGINT) and SIGTERM (kill, Slurm's pre-emption or time limit), sent to
+    the whole process group, stop the grid promptly: no claim, record or temporary file is left."""
     import signal
 
     args = [sys.executable, "-m", "bench", "run", "--datasets", "ml-100k", "--cache-dir", str(tmp_path / "cache"), "--no-download",
@@ -264,36 +264,11 @@ def test_sigterm_stops_the_grid_and_leaves_nothing_partial(tmp_path: Path, jobs:
     while len(list(results.glob("*.claim"))) < jobs and time.monotonic() < deadline:
         time.sleep(0.2)
     assert len(list(results.glob("*.claim"))) == jobs, proc.communicate()
-    time.sleep(2)  # training
+    time.sleep(2)  # every worker is training
     start = time.monotonic()
-    os.killpg(proc.pid, signal.SIGTERM)  # what Slurm and `kill -- -PGID` do: SIGTERM to every process of the group
+    os.killpg(proc.pid, getattr(signal, sig))  # to the whole group, as a terminal, Slurm or `kill -- -PGID` does
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert time.monotonic() - start < 20
-    assert "interrupted" in err
-    assert not list(results.glob("*.claim")) and not list(results.glob("*.json")) and not list(results.glob("*.npz"))
-    assert not list(results.glob(".*tmp*"))
-
-
-@needs_ml100k
-@pytest.mark.slow
-def test_ctrl_c_stops_every_worker_promptly_and_leaves_nothing(tmp_path: Path) -> None:
-    import signal
-
-    args = [sys.executable, "-m", "bench", "run", "--datasets", "ml-100k", "--cache-dir", str(tmp_path / "cache"), "--no-download",
-            "--results-dir", str(tmp_path / "results"), "--device", "cpu", "--jobs", "2", "--methods", "mf", "--seeds", "0,1",
-            "--set", "mf.epochs=500", "--set", "mf.patience=1000", "--set", "mf.eval_every=100"]  # fmt: skip
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True)
-    results = tmp_path / "results" / "ml-100k" / "mf"
-    deadline = time.monotonic() + 180
-    while len(list(results.glob("*.claim"))) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert len(list(results.glob("*.claim"))) == 2, proc.communicate()
-    time.sleep(2)  # both workers are training
-    start = time.monotonic()
-    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: SIGINT to the whole foreground group
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert time.monotonic() - start < 20  # promptly, not after the runs finish
     assert "interrupted" in err
     assert not list(results.glob("*.claim")) and not list(results.glob("*.json")) and not list(results.glob("*.npz"))
