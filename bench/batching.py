@@ -86,6 +86,32 @@ def length_grouped_batches(lengths: torch.Tensor, batch_size: int, generator: to
         yield batches[b]
 
 
+def token_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator, mega: int = 50):
+    """Index batches of rows of similar length holding about the same number of targets, in a
+    seeded random order, for rows that carry one target per real position (SASRec's and
+    GRU4Rec's windows, BERT4Rec's chunks).
+
+    Like :func:`length_grouped_batches`, a random permutation is cut into mega-batches of
+    ``mega * batch_size`` rows, each sorted by length (longest first); each is then cut where
+    the running sum of lengths passes ``batch_size * mean length``, so a pass has about as many
+    batches as plain ``batch_size``-row batches, and each batch about as many targets as such a
+    batch on average.  A batch's mean loss then weighs every target alike, as in random
+    batches (row-count batches grouped by length would weigh the targets of short rows up), and
+    a batch pads to its own longest row only.  Every row once per pass."""
+    n, dev = len(lengths), lengths.device
+    budget = max(1.0, batch_size * float(lengths.float().mean())) if n else 1.0
+    order = torch.randperm(n, generator=generator, device=dev)
+    batches = []
+    for chunk in order.split(mega * batch_size):
+        chunk = chunk[torch.argsort(lengths[chunk], descending=True, stable=True)]
+        ends = torch.cumsum(lengths[chunk], 0)
+        group = torch.div(ends - 1, budget, rounding_mode="floor").long()  # a row of more than the budget stands alone
+        _, counts = torch.unique_consecutive(group, return_counts=True)
+        batches.extend(chunk.split(counts.tolist()))
+    for b in torch.randperm(len(batches), generator=generator, device=dev).tolist():
+        yield batches[b]
+
+
 def last_item_windows(seqs: Sequences, window: int, pad: int = -1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One training example per next-item target: the last ``window`` items before it.
 
@@ -130,3 +156,11 @@ def left_align(rows: torch.Tensor, lengths: torch.Tensor, pad: int = -1) -> torc
     src = (cols + (L - lengths).unsqueeze(1)).clamp_max(L - 1)
     out = rows.gather(1, src)
     return torch.where(cols < lengths.unsqueeze(1), out, torch.full_like(out, pad))
+
+
+def epoch_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator, group_by_length: bool):
+    """One pass's index batches over rows of ``lengths`` targets each: :func:`token_batches`
+    when ``group_by_length``, else plain shuffled batches of ``batch_size`` rows."""
+    if group_by_length:
+        return token_batches(lengths, batch_size, generator)
+    return shuffled_batches(len(lengths), batch_size, generator, lengths.device)

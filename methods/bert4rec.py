@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bench.batching import sequence_chunks, shuffled_batches
+from bench.batching import epoch_batches, sequence_chunks
 from bench.errors import UserError
 from bench.method import EvalBatch, Method
 from bench.training import train
@@ -43,6 +43,7 @@ class BERT4RecConfig:
     epochs: int = 200
     patience: int = 5
     eval_every: int = 2
+    group_by_length: bool = True  # batches of similar length, about batch_size chunks' worth of items each (bench.batching.token_batches); False = shuffled batches of batch_size chunks
 
     def __post_init__(self):
         if not 0.0 < self.mask_ratio <= 1.0 or not 0.0 <= self.ft_ratio <= 1.0:
@@ -126,7 +127,7 @@ class BERT4Rec(Method):
             h = self.model(inp)[masked]  # the output projection only where an item is masked
             return F.cross_entropy(self.model.item_logits(h).float(), seq[masked] - 1)
 
-        train(self.ctx, self.model, opt, loss, lambda: shuffled_batches(len(chunks), cfg.batch_size, gen, dev),
+        train(self.ctx, self.model, opt, loss, lambda: epoch_batches(lengths, cfg.batch_size, gen, cfg.group_by_length),
               cfg.epochs, cfg.patience, cfg.eval_every)  # fmt: skip
 
     def test_input(self, batch: EvalBatch) -> torch.Tensor:

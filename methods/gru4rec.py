@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bench.batching import left_align, sequence_windows, shuffled_batches
+from bench.batching import epoch_batches, left_align, sequence_windows
 from bench.errors import UserError
 from bench.losses import sampled_loss
 from bench.method import EvalBatch, Method
@@ -40,6 +40,7 @@ class GRU4RecConfig:
     patience: int = 10  # RecBole stopping_step
     eval_every: int = 1
     loss: str = "ce"  # "ce" (RecBole), or the paper's in-batch ranking losses "top1" / "bpr"
+    group_by_length: bool = True  # batches of similar length, about batch_size windows' worth of targets each (bench.batching.token_batches); False = shuffled batches of batch_size windows
 
     def __post_init__(self):
         if self.loss not in ("ce", "top1", "bpr"):
@@ -103,7 +104,7 @@ class GRU4Rec(Method):
             not_own = torch.arange(len(others), device=dev).unsqueeze(0) != own.unsqueeze(1)
             return sampled_loss(cfg.loss, pos, scores, not_own)
 
-        train(self.ctx, self.model, opt, loss, lambda: shuffled_batches(len(inputs), cfg.batch_size, gen, dev),
+        train(self.ctx, self.model, opt, loss, lambda: epoch_batches(lengths, cfg.batch_size, gen, cfg.group_by_length),
               cfg.epochs, cfg.patience, cfg.eval_every)  # fmt: skip
 
     def score(self, batch: EvalBatch) -> torch.Tensor:

@@ -132,7 +132,7 @@ class LetterConfig(TIGERConfig):
     def cf_config(self) -> SASRecConfig:
         return SASRecConfig(hidden=self.rq_latent_dim, layers=self.cf_layers, heads=self.cf_heads, dropout=self.cf_dropout,
                             max_len=self.cf_max_len, lr=self.cf_lr, batch_size=self.cf_batch_size, epochs=self.cf_epochs,
-                            loss=self.cf_loss)  # fmt: skip
+                            loss=self.cf_loss, group_by_length=False)  # fmt: skip  # shuffled batches, as LETTER's records were made
 
 
 def cf_item_embeddings(train: Sequences, n_items: int, cfg: SASRecConfig, seed: int, device: torch.device) -> tuple[torch.Tensor, dict[str, Any]]:

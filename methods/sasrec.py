@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import UserError
-from bench.batching import NegativeSampler, sequence_windows, shuffled_batches
+from bench.batching import NegativeSampler, epoch_batches, sequence_windows
 from bench.losses import sampled_loss
 from bench.method import Context, EvalBatch, Method
 from bench.split import Sequences
@@ -42,6 +42,7 @@ class SASRecConfig:
     patience: int = 5  # validations without improvement
     eval_every: int = 5
     loss: str = "bce"  # "bce" (one sampled negative per position) or "ce" (full softmax)
+    group_by_length: bool = True  # batches of similar length, about batch_size windows' worth of targets each (bench.batching.token_batches); False = shuffled batches of batch_size windows
 
     def __post_init__(self):
         if self.loss not in ("bce", "ce"):
@@ -110,13 +111,14 @@ def training_setup(model: SASRecModel, cfg: SASRecConfig, train: Sequences, n_it
     inputs = torch.from_numpy(inputs + 1).to(dev)  # -1 padding -> 0
     targets = torch.from_numpy(targets).to(dev)
     window_user = torch.from_numpy(window_user).to(dev)
+    lengths = (targets >= 0).sum(1)
     rows, items = train.user_item_pairs()
     sampler = NegativeSampler(torch.from_numpy(rows).to(dev), torch.from_numpy(items).to(dev), n_items, gen)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
 
     def loss(idx: torch.Tensor) -> torch.Tensor:
         seq, tgt = inputs[idx], targets[idx]
-        width = int((tgt >= 0).sum(1).max())  # drop columns that are padding in every row
+        width = int(lengths[idx].max())  # drop columns that are padding in every row
         seq, tgt = seq[:, -width:], tgt[:, -width:]
         h = model(seq)
         mask = tgt >= 0
@@ -127,7 +129,7 @@ def training_setup(model: SASRecModel, cfg: SASRecConfig, train: Sequences, n_it
         neg = sampler.draw(users)
         return sampled_loss("bce", (h * model.item(pos + 1)).sum(-1), (h * model.item(neg + 1)).sum(-1, keepdim=True))
 
-    return model, opt, loss, lambda: shuffled_batches(len(inputs), cfg.batch_size, gen, dev)
+    return model, opt, loss, lambda: epoch_batches(lengths, cfg.batch_size, gen, cfg.group_by_length)
 
 
 def epoch_trainer(model: SASRecModel, cfg: SASRecConfig, train: Sequences, n_items: int, gen: torch.Generator, dev: torch.device,

@@ -96,3 +96,21 @@ def test_length_grouped_batches_cover_every_row_once_with_little_padding() -> No
     assert padded < 0.75 * plain  # grouped batches pad far less than random ones
     again = list(length_grouped_batches(lengths, 32, torch.Generator().manual_seed(1), mega=10))
     assert all(torch.equal(a, b) for a, b in zip(batches, again))  # seeded
+
+
+def test_token_batches_cover_every_row_once_with_equal_targets_and_little_padding() -> None:
+    from bench.batching import shuffled_batches, token_batches
+
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.cat([torch.randint(1, 8, (950,), generator=g), torch.full((50,), 50)])  # a long tail, as Beauty's windows
+    batches = list(token_batches(lengths, 32, torch.Generator().manual_seed(1), mega=10))
+    assert sorted(torch.cat(batches).tolist()) == list(range(1000))
+    budget = 32 * float(lengths.float().mean())
+    targets = [int(lengths[b].sum()) for b in batches]
+    assert all(t <= budget + 50 for t in targets)  # a batch ends once its targets pass the budget
+    assert abs(len(batches) - 1000 / 32) <= 10 / 2 + 1  # about as many steps as batches of 32 rows (one short batch per mega-batch)
+    plain = list(shuffled_batches(1000, 32, torch.Generator().manual_seed(1), torch.device("cpu")))
+    padded = sum(int(lengths[b].max()) * len(b) for b in batches)
+    assert padded < 0.4 * sum(int(lengths[b].max()) * len(b) for b in plain)  # rows of one batch have similar lengths
+    again = list(token_batches(lengths, 32, torch.Generator().manual_seed(1), mega=10))
+    assert all(torch.equal(a, b) for a, b in zip(batches, again))  # seeded
