@@ -84,6 +84,10 @@ class CaserModel(torch.nn.Module):
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.out.weight.T + self.out_bias.weight.T
 
+    def item_scores(self, h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """``logits(h)`` at (B, k) ``items`` only."""
+        return (h.unsqueeze(1) * self.out(items)).sum(-1) + self.out_bias(items).squeeze(-1)
+
 
 class Caser(LastItemsMethod):
     name = "caser"

@@ -75,6 +75,10 @@ class HGNModel(torch.nn.Module):
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.out.weight.T
 
+    def item_scores(self, h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """``logits(h)`` at (B, k) ``items`` only."""
+        return (h.unsqueeze(1) * self.out(items)).sum(-1)
+
 
 class HGN(LastItemsMethod):
     name = "hgn"

@@ -1,7 +1,8 @@
 """The shared training and scoring of models that read (user, last L items): Caser and HGN.
 
 A subclass names its ``Model`` (``Model(n_users, n_items, config)`` with
-``forward(users, items)`` -> hidden and ``logits(hidden)`` -> (B, n_items)); this base trains
+``forward(users, items)`` -> hidden, ``logits(hidden)`` -> (B, n_items) and
+``item_scores(hidden, items)`` -> (B, k), the same scores of (B, k) items only); this base trains
 it on the next-item windows of every training sequence, with full-softmax cross-entropy
 (``loss = "ce"``, RecBole's default) or its paper's sampled loss (``"bce"``: Caser; ``"bpr"``:
 HGN) against ``negatives`` uniformly drawn items the user never trained on
@@ -57,9 +58,9 @@ class LastItemsMethod(Method):
 
             def loss(idx: torch.Tensor) -> torch.Tensor:
                 u = users[idx]
-                logits = self.model.logits(self.model(u, inputs[idx]))
                 neg = sampler.draw(u.unsqueeze(1), (len(idx), cfg.negatives))
-                return sampled_loss(cfg.loss, logits.gather(1, targets[idx].unsqueeze(1)).squeeze(1), logits.gather(1, neg))
+                scores = self.model.item_scores(self.model(u, inputs[idx]), torch.cat([targets[idx].unsqueeze(1), neg], 1))
+                return sampled_loss(cfg.loss, scores[:, 0], scores[:, 1:])  # only the sampled items are scored
 
         train(self.ctx, self.model, opt, loss, lambda: shuffled_batches(len(targets), cfg.batch_size, gen, dev),
               cfg.epochs, cfg.patience, cfg.eval_every)  # fmt: skip
