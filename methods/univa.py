@@ -278,7 +278,7 @@ class UniVA(TIGER):
     def sample_ids(self, src: torch.Tensor, group: int, gen: torch.Generator) -> torch.Tensor:
         """(B, group, levels) codes sampled level by level from the policy restricted to valid IDs."""
         B, dev = len(src), self.device
-        step = seq2seq_step(self.model, src, self.level_offsets, self.semantic_ids.sizes)
+        step = seq2seq_step(self.model, src, self.level_offsets, self.semantic_ids.sizes, bf16=self.decode_bf16)
         codes = torch.zeros(B, group, 0, dtype=torch.long, device=dev)
         node = torch.zeros(B, group, dtype=torch.long, device=dev)
         parent = torch.arange(group, device=dev).expand(B, group)
@@ -375,7 +375,7 @@ class UniVA(TIGER):
         return torch.from_numpy(self.values.known).to(self.device).unsqueeze(0).expand(len(batch.users), -1)
 
     def search(self, batch: EvalBatch, src: torch.Tensor, beam: int, k: int) -> BeamResult:
-        step = seq2seq_step(self.model, src, self.level_offsets, self.semantic_ids.sizes)
+        step = seq2seq_step(self.model, src, self.level_offsets, self.semantic_ids.sizes, bf16=self.decode_bf16)
         if self.config.value_head and self.config.beta != 0:
             step = self.value_guided(step)
         return beam_search(step, self.trie, len(src), beam, k, self.device, item_mask=self.request_mask(batch))

@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--beams", default="20,100")
     ap.add_argument("--no-cache", action="store_true", help="re-read the whole decoder prefix each step instead of caching keys/values")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave as is)")
+    ap.add_argument("--bf16", action="store_true", help="decode under bf16 autocast (as the harness does on CUDA at bf16 precision)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -77,7 +78,7 @@ def main() -> None:
 
     for beam in [int(b) for b in args.beams.split(",")]:
         with torch.no_grad():  # warm-up (kernels, allocator)
-            beam_search(seq2seq_step(model, src_of(history[:8]), offsets, ids.sizes, not args.no_cache), trie, len(history[:8]), beam, 100, device)
+            beam_search(seq2seq_step(model, src_of(history[:8]), offsets, ids.sizes, not args.no_cache, args.bf16), trie, len(history[:8]), beam, 100, device)
         step_seconds = np.zeros(ids.levels)
         enc_seconds = 0.0
         sync(device)
@@ -86,7 +87,7 @@ def main() -> None:
             h = history[start : start + args.batch]
             sync(device)
             te = time.perf_counter()
-            step = seq2seq_step(model, src_of(h), offsets, ids.sizes, not args.no_cache)
+            step = seq2seq_step(model, src_of(h), offsets, ids.sizes, not args.no_cache, args.bf16)
             sync(device)
             enc_seconds += time.perf_counter() - te
 

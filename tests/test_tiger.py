@@ -91,3 +91,15 @@ def test_cpu_preset_shrinks_the_recommender_and_the_tokenizer(name: str) -> None
     if hasattr(full, "alpha"):  # the preset keeps each LETTER row's own flags
         assert (cpu.alpha, cpu.beta, cpu.tau) == (full.alpha, full.beta, full.tau)
     assert resolve_config(cls, "cpu", {"d_model": "32"}).d_model == 32  # the user's --set still wins
+
+
+@pytest.mark.parametrize(("precision", "device", "bf16"), [("bf16", "cuda", True), ("fp32", "cuda", False), ("bf16", "cpu", False), ("fp32", "cpu", False)])
+def test_beam_search_precision_follows_the_run_on_cuda_and_stays_fp32_on_cpu(precision: str, device: str, bf16: bool) -> None:
+    """One setting, resolved once: decoding is bf16 only where the run's precision is bf16 on CUDA
+    (a --precision fp32 run decodes in fp32 there too); every CPU run decodes in fp32."""
+    from types import SimpleNamespace
+
+    from methods.semid.generative import GenerativeMethod
+
+    method = SimpleNamespace(ctx=SimpleNamespace(precision=precision), device=torch.device(device))
+    assert GenerativeMethod.decode_bf16.fget(method) is bf16

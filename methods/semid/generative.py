@@ -126,7 +126,8 @@ def hash_users(users: torch.Tensor, buckets: int) -> torch.Tensor:
     return (users.long() * 2654435761) % (2**32) % buckets
 
 
-def seq2seq_step(model: Seq2Seq, src: torch.Tensor, level_offsets: torch.Tensor, sizes: tuple[int, ...], cache: bool = True):
+def seq2seq_step(model: Seq2Seq, src: torch.Tensor, level_offsets: torch.Tensor, sizes: tuple[int, ...], cache: bool = True,
+                 bf16: bool = False):  # fmt: skip
     """Encode ``src`` once and return the beam search's step function: (depth, codes (B, K,
     depth), parent (B, K)) -> (B, K, sizes[depth]) log-probabilities of the next level's
     codes, normalized over the whole vocabulary (as a masked ``generate`` would).
@@ -135,9 +136,12 @@ def seq2seq_step(model: Seq2Seq, src: torch.Tensor, level_offsets: torch.Tensor,
     values of the earlier ones (reordered by ``parent`` each step); without it the decoder
     re-reads the whole prefix [start, codes...] every step (same result; measured on CPU
     at Beauty's size, the cache makes the decoder steps 1.5x faster at beam 100 and 2x
-    at beam 20: scripts/bench_beam.py)."""
+    at beam 20: scripts/bench_beam.py).
+
+    ``bf16``: encode and decode under bf16 autocast (the vocabulary logits stay float32);
+    the caller's :attr:`GenerativeMethod.decode_bf16` says when."""
     B, dev = len(src), src.device
-    autocast = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+    autocast = dict(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16)
     with torch.autocast(**autocast):
         memory, keep = model.encode(src)
         cross = model.cross_kv(memory)
@@ -262,6 +266,13 @@ class GenerativeMethod(Method):
         harness resolved bf16 (CUDA with bf16, CPUs with native bf16), off elsewhere."""
         return dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.ctx.precision == "bf16")
 
+    @property
+    def decode_bf16(self) -> bool:
+        """Whether beam search runs under bf16 autocast: on CUDA when the run's precision is bf16.
+        On a CPU decoding stays float32 whatever the precision, as every CPU record so far was
+        decoded (bf16 decoding there is a measured speed lead that awaits its own parity check)."""
+        return self.ctx.precision == "bf16" and self.device.type == "cuda"
+
     def train_batch(self, users: torch.Tensor, history: torch.Tensor, target: torch.Tensor) -> TrainBatch:
         """The batch of examples (users, (B, max_len) histories, targets) with its tokens."""
         width = int((history >= 0).sum(1).max())  # drop columns that are padding in every row
@@ -345,7 +356,7 @@ class GenerativeMethod(Method):
     def search(self, batch: EvalBatch, src: torch.Tensor, beam: int, k: int) -> BeamResult:
         """The constrained beam search for one batch (hook: a subclass may change the step's
         scores or restrict the items per request)."""
-        step = seq2seq_step(self.model, src, self.level_offsets, self.semantic_ids.sizes)
+        step = seq2seq_step(self.model, src, self.level_offsets, self.semantic_ids.sizes, bf16=self.decode_bf16)
         return beam_search(step, self.trie, len(src), beam, k, self.device)
 
     @torch.no_grad()
