@@ -52,6 +52,21 @@ def beauty_shaped(users: int, items: int = ITEMS, seed: int = 0) -> RawData:
     return RawData(seqs, item_text={i: {"title": f"Item {i}"} for i in used}, text_fields=("title",), source="beauty-shaped (synthetic)")
 
 
+def before_epoch(results: Path, dataset: str, method: str) -> str:
+    """Seconds per epoch of ``method``'s seed-0 record under ``results`` with its code version
+    and precision, e.g. "86.4 (679a8e4, fp32)"; "-" where there is none."""
+    path = results / dataset / method / "seed0.json"
+    if not path.exists():
+        return "-"
+    import json
+
+    rec = json.loads(path.read_text())
+    eff = rec.get("efficiency", {})
+    seconds = eff.get("epoch_seconds_mean")
+    sha = str(rec.get("provenance", {}).get("git_sha", "?"))[:7]
+    return f"{seconds:.2f} ({sha}, {eff.get('precision', 'fp32')})" if seconds else "-"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default=CLASSICAL)
@@ -65,6 +80,9 @@ def main() -> int:
     ap.add_argument("--preset", default="", help="apply each method's preset (e.g. cpu) under the one-epoch settings and --set")
     ap.add_argument("--epochs", type=int, default=1, help="epochs to time per method (s/epoch is their mean)")
     ap.add_argument("--output", default="", help="also write the table as Markdown")
+    ap.add_argument("--before", default="", metavar="DIR",
+                    help="a results dir of earlier code's runs on this dataset (e.g. one epoch each, on this machine): "
+                         "adds their s/epoch and the code version as a column")  # fmt: skip
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -103,6 +121,10 @@ def main() -> int:
         rows.append(row)
     precisions = [p.strip() for p in args.precisions.split(",")]
     headers = ["method"] + [h for p in precisions for h in (f"train inter./s {p}", f"s/epoch {p}", f"test users/s {p}")]
+    if args.before:
+        headers.append("s/epoch before")
+        for row in rows:
+            row.append(before_epoch(Path(args.before), dataset.name, row[0]))
     table = tabulate(rows, headers=headers, tablefmt="github")
     hw = provenance.hardware(device)
     caption = (f"{dataset.name}: {split.n_users:,} users, {split.n_items:,} items, {n_train:,} training interactions; "

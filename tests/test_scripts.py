@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import json
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,15 @@ def _load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_speed_benchmark_reads_the_epoch_time_of_earlier_code_from_its_records(tmp_path: Path) -> None:
+    speed = _load_script("bench_speed")
+    rec = tmp_path / "beauty" / "caser" / "seed0.json"
+    rec.parent.mkdir(parents=True)
+    rec.write_text(json.dumps({"efficiency": {"epoch_seconds_mean": 86.366}, "provenance": {"git_sha": "679a8e4c0ffee"}}))
+    assert speed.before_epoch(tmp_path, "beauty", "caser") == "86.37 (679a8e4, fp32)"  # records made before --precision were fp32
+    assert speed.before_epoch(tmp_path, "beauty", "hgn") == "-"
 
 
 def test_cornac_side_by_side_takes_only_a_record_of_the_same_settings(tmp_path: Path, tiny_split) -> None:
