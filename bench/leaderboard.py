@@ -245,15 +245,21 @@ def _non_default(records: list[Record]) -> str:
 
     preset = records[0].data.get("protocol", {}).get("preset", "")
     try:
-        defaults = dataclasses.asdict(resolve_config(METHODS.get(records[0].data["method"]), preset))
+        method = METHODS.get(records[0].data["method"])
+        defaults = dataclasses.asdict(resolve_config(method, preset))
     except Exception:  # a method that is no longer registered (or a preset it dropped): its records cannot be compared
         return "method not registered" if preset == "" else f"preset {preset!r} not declared"
+    # an option added later may declare what records made before it ran with (field metadata "before")
+    before = {f.name: f.metadata["before"] for f in dataclasses.fields(method.Config) if "before" in f.metadata}
     diffs = set()
     for r in records:
         config = r.data.get("config", {})
         for key in sorted(config.keys() | defaults.keys()):
             if key not in defaults:
                 diffs.add(f"{key}={config[key]} (no longer an option)")
+            elif key not in config and key in before:
+                if before[key] != defaults[key]:
+                    diffs.add(f"{key}={before[key]} (made before the option)")
             elif key not in config:
                 diffs.add(f"{key} unrecorded")
             elif config[key] != defaults[key] and not (isinstance(defaults[key], tuple) and list(defaults[key]) == config[key]):

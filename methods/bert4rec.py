@@ -16,7 +16,7 @@ items; its output scores every item.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,9 @@ class BERT4RecConfig:
     epochs: int = 200
     patience: int = 5
     eval_every: int = 2
-    group_by_length: bool = True  # batches of similar length, about batch_size chunks' worth of items each (bench.batching.token_batches); False = shuffled batches of batch_size chunks
+    # batches of similar length, about batch_size chunks' worth of items each (bench.batching.token_batches);
+    # False = shuffled batches of batch_size chunks. Records made before this option used shuffled batches.
+    group_by_length: bool = field(default=True, metadata={"before": False})
 
     def __post_init__(self):
         if not 0.0 < self.mask_ratio <= 1.0 or not 0.0 <= self.ft_ratio <= 1.0:

@@ -14,7 +14,7 @@ that its state never runs over padding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,9 @@ class GRU4RecConfig:
     patience: int = 10  # RecBole stopping_step
     eval_every: int = 1
     loss: str = "ce"  # "ce" (RecBole), or the paper's in-batch ranking losses "top1" / "bpr"
-    group_by_length: bool = True  # batches of similar length, about batch_size windows' worth of targets each (bench.batching.token_batches); False = shuffled batches of batch_size windows
+    # batches of similar length, about batch_size windows' worth of targets each (bench.batching.token_batches);
+    # False = shuffled batches of batch_size windows. Records made before this option used shuffled batches.
+    group_by_length: bool = field(default=True, metadata={"before": False})
 
     def __post_init__(self):
         if self.loss not in ("ce", "top1", "bpr"):

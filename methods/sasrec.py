@@ -15,7 +15,7 @@ Two losses, two registered methods, everything else identical:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,9 @@ class SASRecConfig:
     patience: int = 5  # validations without improvement
     eval_every: int = 5
     loss: str = "bce"  # "bce" (one sampled negative per position) or "ce" (full softmax)
-    group_by_length: bool = True  # batches of similar length, about batch_size windows' worth of targets each (bench.batching.token_batches); False = shuffled batches of batch_size windows
+    # batches of similar length, about batch_size windows' worth of targets each (bench.batching.token_batches);
+    # False = shuffled batches of batch_size windows. Records made before this option used shuffled batches.
+    group_by_length: bool = field(default=True, metadata={"before": False})
 
     def __post_init__(self):
         if self.loss not in ("bce", "ce"):

@@ -365,7 +365,11 @@ def test_leaderboard_names_settings_that_differ_from_the_defaults(capsys, tmp_pa
     defaults = asdict(METHODS.get("mf").Config())
     capped = {**defaults, "epochs": 7}
     old = {k: v for k, v in defaults.items() if k != "init_std"} | {"lr": 0.005, "gone": 1}
-    for method, seed, config in (("pop", 0, asdict(METHODS.get("pop").Config())), ("mf", 0, capped), ("mf", 1, old)):
+    sasrec = asdict(METHODS.get("sasrec").Config())
+    before_option = {k: v for k, v in sasrec.items() if k != "group_by_length"}  # made before the option: declared as False
+    runs = (("pop", 0, asdict(METHODS.get("pop").Config())), ("mf", 0, capped), ("mf", 1, old), ("sasrec", 0, sasrec),
+            ("sasrec", 1, before_option))  # fmt: skip
+    for method, seed, config in runs:
         path = fake_record(res, "d", method, seed, metrics_of(0.1 + seed))
         record = json.loads(path.read_text())
         path.write_text(json.dumps({**record, "config": config}))
@@ -375,6 +379,7 @@ def test_leaderboard_names_settings_that_differ_from_the_defaults(capsys, tmp_pa
     assert cells["pop"]["config ≠ defaults"] == "defaults"
     assert cells["mf"]["config ≠ defaults"] == "epochs=7, gone=1 (no longer an option), init_std unrecorded, lr=0.005"
     assert cells["unregistered"]["config ≠ defaults"] == "method not registered"
+    assert cells["sasrec"]["config ≠ defaults"] == "group_by_length=False (made before the option)"
 
 
 def test_leaderboard_lists_supplementary_history_masked_metrics(capsys, tmp_path: Path) -> None:
