@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from bench.batching import epoch_batches, sequence_chunks
 from bench.errors import UserError
+from bench.losses import softmax_cross_entropy
 from bench.method import EvalBatch, Method
 from bench.training import train
 
@@ -87,8 +87,14 @@ class BERT4RecModel(torch.nn.Module):
         x = self.drop(self.norm(self.item(seq) + self.pos.weight[-L:].unsqueeze(0)))
         return self.encoder(x, src_key_padding_mask=seq == 0)
 
+    def output(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The catalog's output weights (n_items, d), the shared item embeddings, and its bias;
+        they score ``head(h)``."""
+        return self.item.weight[1 : self.mask_id], self.bias
+
     def item_logits(self, h: torch.Tensor) -> torch.Tensor:
-        return self.head(h) @ self.item.weight[1 : self.mask_id].T + self.bias
+        weight, bias = self.output()
+        return self.head(h) @ weight.T + bias
 
 
 class BERT4Rec(Method):
@@ -127,7 +133,7 @@ class BERT4Rec(Method):
             if not masked.any():
                 return None
             h = self.model(inp)[masked]  # the output projection only where an item is masked
-            return F.cross_entropy(self.model.item_logits(h).float(), seq[masked] - 1)
+            return softmax_cross_entropy(self.model.head(h), seq[masked] - 1, *self.model.output())
 
         train(self.ctx, self.model, opt, loss, lambda: epoch_batches(lengths, cfg.batch_size, gen, cfg.group_by_length),
               cfg.epochs, cfg.patience, cfg.eval_every)  # fmt: skip

@@ -81,6 +81,10 @@ class CaserModel(torch.nn.Module):
         z = F.relu(self.fc1(self.drop(torch.cat(parts, 1))))
         return torch.cat([z, self.user(users)], 1)
 
+    def output(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prediction layer: W' (n_items, 2d) and b' (n_items,)."""
+        return self.out.weight, self.out_bias.weight[:, 0]
+
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.out.weight.T + self.out_bias.weight.T
 

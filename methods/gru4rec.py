@@ -17,11 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from bench.batching import epoch_batches, left_align, sequence_windows
 from bench.errors import UserError
-from bench.losses import sampled_loss
+from bench.losses import sampled_loss, softmax_cross_entropy
 from bench.method import EvalBatch, Method
 from bench.training import train
 
@@ -67,8 +66,12 @@ class GRU4RecModel(torch.nn.Module):
         out, _ = self.gru(self.drop(self.item(seq)))
         return self.dense(out)
 
+    def output(self) -> tuple[torch.Tensor, None]:
+        """The catalog's output weights (n_items, dim) and bias: the shared item embeddings."""
+        return self.item.weight[1:], None
+
     def item_logits(self, h: torch.Tensor) -> torch.Tensor:
-        return h @ self.item.weight[1:].T
+        return h @ self.output()[0].T
 
 
 class GRU4Rec(Method):
@@ -98,7 +101,7 @@ class GRU4Rec(Method):
             mask = tgt >= 0
             h, tgt = self.model(seq)[mask], tgt[mask]
             if cfg.loss == "ce":
-                return F.cross_entropy(self.model.item_logits(h).float(), tgt)
+                return softmax_cross_entropy(h, tgt, *self.model.output())
             # in-batch negatives: every other distinct target of this mini-batch
             others, own = torch.unique(tgt, return_inverse=True)
             scores = h @ self.model.item.weight[others + 1].T  # (N, distinct targets)

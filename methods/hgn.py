@@ -72,6 +72,10 @@ class HGNModel(torch.nn.Module):
         s = (gate.unsqueeze(-1) * ef).sum(1) / gate.sum(1, keepdim=True).clamp_min(1e-8)
         return pu + s + e.sum(1)
 
+    def output(self) -> tuple[torch.Tensor, None]:
+        """The output item embeddings Q (n_items, d); no bias."""
+        return self.out.weight, None
+
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.out.weight.T
 

@@ -1,8 +1,9 @@
 """The shared training and scoring of models that read (user, last L items): Caser and HGN.
 
 A subclass names its ``Model`` (``Model(n_users, n_items, config)`` with
-``forward(users, items)`` -> hidden, ``logits(hidden)`` -> (B, n_items) and
-``item_scores(hidden, items)`` -> (B, k), the same scores of (B, k) items only); this base trains
+``forward(users, items)`` -> hidden, ``logits(hidden)`` -> (B, n_items), ``output()`` -> the
+weights and bias those logits use, and ``item_scores(hidden, items)`` -> (B, k), the same
+scores of (B, k) items only); this base trains
 it on the next-item windows of every training sequence, with full-softmax cross-entropy
 (``loss = "ce"``, RecBole's default) or its paper's sampled loss (``"bce"``: Caser; ``"bpr"``:
 HGN) against ``negatives`` uniformly drawn items the user never trained on
@@ -14,11 +15,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from bench.batching import NegativeSampler, last_item_windows, shuffled_batches
 from bench.errors import UserError
-from bench.losses import SAMPLED_LOSSES, sampled_loss
+from bench.losses import SAMPLED_LOSSES, sampled_loss, softmax_cross_entropy
 from bench.method import EvalBatch, Method
 from bench.training import train
 
@@ -50,7 +50,7 @@ class LastItemsMethod(Method):
         if cfg.loss == "ce":
 
             def loss(idx: torch.Tensor) -> torch.Tensor:
-                return F.cross_entropy(self.model.logits(self.model(users[idx], inputs[idx])).float(), targets[idx])
+                return softmax_cross_entropy(self.model(users[idx], inputs[idx]), targets[idx], *self.model.output())
 
         else:
             rows, items = self.data.train.user_item_pairs()

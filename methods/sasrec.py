@@ -18,11 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from bench.errors import UserError
 from bench.batching import NegativeSampler, epoch_batches, sequence_windows
-from bench.losses import sampled_loss
+from bench.losses import sampled_loss, softmax_cross_entropy
 from bench.method import Context, EvalBatch, Method
 from bench.split import Sequences
 from bench.training import run_epoch, train
@@ -100,8 +99,12 @@ class SASRecModel(torch.nn.Module):
             x = (x + ffn(x)) * keep
         return self.last_norm(x)
 
+    def output(self) -> tuple[torch.Tensor, None]:
+        """The catalog's output weights (n_items, d) and bias: the shared item embeddings."""
+        return self.item.weight[1:], None
+
     def item_logits(self, h: torch.Tensor) -> torch.Tensor:
-        return h @ self.item.weight[1:].T
+        return h @ self.output()[0].T
 
 
 def training_setup(model: SASRecModel, cfg: SASRecConfig, train: Sequences, n_items: int, gen: torch.Generator, dev: torch.device):
@@ -126,7 +129,7 @@ def training_setup(model: SASRecModel, cfg: SASRecConfig, train: Sequences, n_it
         mask = tgt >= 0
         h, pos = h[mask], tgt[mask]
         if cfg.loss == "ce":
-            return F.cross_entropy(model.item_logits(h).float(), pos)
+            return softmax_cross_entropy(h, pos, *model.output())
         users = window_user[idx].unsqueeze(1).expand_as(tgt)[mask]
         neg = sampler.draw(users)
         return sampled_loss("bce", (h * model.item(pos + 1)).sum(-1), (h * model.item(neg + 1)).sum(-1, keepdim=True))
