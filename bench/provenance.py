@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -27,6 +28,15 @@ def git_info() -> dict:
     except (OSError, subprocess.SubprocessError):
         return {"git_sha": None, "git_dirty": None}
     return {"git_sha": sha or None, "git_dirty": dirty if sha else None}
+
+
+@functools.cache
+def loaded_code_version() -> dict:
+    """:func:`git_info` taken once per process, at its first run: the code a process runs is what
+    it imported when it started, so a process that trains several runs one after another (the
+    command line without ``--jobs``) names that version in every record, even if the tree moves
+    on meanwhile.  A ``--jobs``/cluster worker is a fresh process per run."""
+    return git_info()
 
 
 def package_versions() -> dict:

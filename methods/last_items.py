@@ -20,7 +20,7 @@ from bench.batching import NegativeSampler, last_item_windows, shuffled_batches
 from bench.errors import UserError
 from bench.losses import SAMPLED_LOSSES, sampled_loss, softmax_cross_entropy
 from bench.method import EvalBatch, Method
-from bench.training import train
+from bench.training import adam, train
 
 
 def check_loss(section: str, loss: str, negatives: int) -> None:
@@ -45,7 +45,7 @@ class LastItemsMethod(Method):
         targets = torch.from_numpy(targets).to(dev)
         users = torch.from_numpy(users).to(dev)
         gen = self.ctx.torch_generator(self.name, "train")
-        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
         if cfg.loss == "ce":
 

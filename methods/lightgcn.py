@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from bench.batching import NegativeSampler, shuffled_batches
 from bench.method import EvalBatch, Method
-from bench.training import train
+from bench.training import adam, train
 
 
 @dataclass
@@ -140,7 +140,7 @@ class LightGCN(Method):
         gen = self.ctx.torch_generator("lightgcn", "train")
         sampler = NegativeSampler(users, pos, self.data.n_items, gen)
         model = self.model
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        opt = adam(model.parameters(), lr=cfg.lr)
 
         def loss(idx: torch.Tensor) -> torch.Tensor:
             u, p = users[idx], pos[idx]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from bench.batching import NegativeSampler, shuffled_batches
 from bench.method import EvalBatch, Method
-from bench.training import train
+from bench.training import adam, train
 
 
 @dataclass
@@ -63,7 +63,7 @@ class MF(Method):
         pos = torch.from_numpy(items).to(dev)
         gen = self.ctx.torch_generator("mf", "train")
         sampler = NegativeSampler(users, pos, n_items, gen)
-        opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
         def loss(idx: torch.Tensor) -> torch.Tensor:
             u, p = users[idx], pos[idx]

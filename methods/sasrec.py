@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 import torch
 
 from bench.errors import UserError
-from bench.batching import NegativeSampler, epoch_batches, sequence_windows
+from bench.batching import EpochBatches, NegativeSampler, sequence_windows
 from bench.losses import sampled_loss, softmax_cross_entropy
 from bench.method import Context, EvalBatch, Method
 from bench.split import Sequences
-from bench.training import run_epoch, train
+from bench.training import adam, run_epoch, train
 
 
 @dataclass
@@ -41,8 +41,9 @@ class SASRecConfig:
     patience: int = 5  # validations without improvement
     eval_every: int = 5
     loss: str = "bce"  # "bce" (one sampled negative per position) or "ce" (full softmax)
-    # batches of similar length, about batch_size windows' worth of targets each (bench.batching.token_batches);
-    # False = shuffled batches of batch_size windows. Records made before this option used shuffled batches.
+    # where shuffled batches would be mostly padding (short histories), batches of similar length holding about
+    # batch_size windows' worth of targets each (bench.batching.EpochBatches); False = always shuffled batches of
+    # batch_size windows. Records made before this option used shuffled batches.
     group_by_length: bool = field(default=True, metadata={"before": False})
 
     def __post_init__(self):
@@ -119,7 +120,7 @@ def training_setup(model: SASRecModel, cfg: SASRecConfig, train: Sequences, n_it
     lengths = (targets >= 0).sum(1)
     rows, items = train.user_item_pairs()
     sampler = NegativeSampler(torch.from_numpy(rows).to(dev), torch.from_numpy(items).to(dev), n_items, gen)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    opt = adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
 
     def loss(idx: torch.Tensor) -> torch.Tensor:
         seq, tgt = inputs[idx], targets[idx]
@@ -134,7 +135,7 @@ def training_setup(model: SASRecModel, cfg: SASRecConfig, train: Sequences, n_it
         neg = sampler.draw(users)
         return sampled_loss("bce", (h * model.item(pos + 1)).sum(-1), (h * model.item(neg + 1)).sum(-1, keepdim=True))
 
-    return model, opt, loss, lambda: epoch_batches(lengths, cfg.batch_size, gen, cfg.group_by_length)
+    return model, opt, loss, EpochBatches(lengths, cfg.batch_size, gen, cfg.group_by_length)
 
 
 def epoch_trainer(model: SASRecModel, cfg: SASRecConfig, train: Sequences, n_items: int, gen: torch.Generator, dev: torch.device,
@@ -160,6 +161,7 @@ class SASRec(Method):
     def fit(self) -> None:
         cfg = self.config
         setup = training_setup(self.model, cfg, self.data.train, self.data.n_items, self.ctx.torch_generator(self.name, "train"), self.device)
+        self.ctx.info["batching"] = setup[-1].describe
         train(self.ctx, *setup, cfg.epochs, cfg.patience, cfg.eval_every)
 
     def score(self, batch: EvalBatch) -> torch.Tensor:

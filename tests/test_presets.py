@@ -114,3 +114,44 @@ def test_token_batches_cover_every_row_once_with_equal_targets_and_little_paddin
     assert padded < 0.4 * sum(int(lengths[b].max()) * len(b) for b in plain)  # rows of one batch have similar lengths
     again = list(token_batches(lengths, 32, torch.Generator().manual_seed(1), mega=10))
     assert all(torch.equal(a, b) for a, b in zip(batches, again))  # seeded
+
+
+def test_shared_adam_is_fused_and_takes_the_same_steps_as_torch_adam() -> None:
+    from bench.training import adam
+
+    g = torch.Generator().manual_seed(0)
+    start = [torch.randn(30, 4, generator=g), torch.randn(7, generator=g)]
+    grads = [[torch.randn(p.shape, generator=g) for p in start] for _ in range(5)]
+    runs = []
+    for make in (lambda ps: adam(ps, lr=1e-2, weight_decay=1e-3, betas=(0.9, 0.98)),
+                 lambda ps: torch.optim.Adam(ps, lr=1e-2, weight_decay=1e-3, betas=(0.9, 0.98), foreach=False)):  # fmt: skip
+        ps = [torch.nn.Parameter(p.clone()) for p in start]
+        opt = make(ps)
+        for step in grads:
+            for p, grad in zip(ps, step):
+                p.grad = grad.clone()
+            opt.step()
+        runs.append((opt, ps))
+    (fused, got), (_, want) = runs
+    assert fused.defaults["fused"] is True
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, want))
+
+
+def test_length_grouping_applies_where_shuffled_batches_would_be_mostly_padding() -> None:
+    from bench.batching import EpochBatches, shuffled_batches, shuffled_padding_share
+
+    g = torch.Generator().manual_seed(0)
+    short = torch.cat([torch.randint(1, 8, (950,), generator=g), torch.full((50,), 50)])  # Amazon-like windows
+    long = torch.cat([torch.full((800,), 50), torch.randint(1, 50, (200,), generator=g)])  # MovieLens-like windows
+    for lengths in (short, long):  # the exact expectation against shuffled passes
+        passes = [list(shuffled_batches(1000, 32, torch.Generator().manual_seed(s), torch.device("cpu"))) for s in range(20)]
+        simulated = 1 - float(lengths.sum()) * 20 / sum(int(lengths[b].max()) * len(b) for p in passes for b in p)
+        assert abs(shuffled_padding_share(lengths, 32) - simulated) < 0.02
+    grouped = EpochBatches(short, 32, torch.Generator().manual_seed(1), True)
+    assert grouped.grouped and "length-grouped" in grouped.describe
+    assert [b.tolist() for b in grouped()] != [b.tolist() for b in shuffled_batches(1000, 32, torch.Generator().manual_seed(1), torch.device("cpu"))]
+    for lengths, flag in ((long, True), (short, False)):
+        plain = EpochBatches(lengths, 32, torch.Generator().manual_seed(1), flag)
+        assert not plain.grouped and plain.describe.startswith("shuffled")
+        want = shuffled_batches(1000, 32, torch.Generator().manual_seed(1), torch.device("cpu"))
+        assert all(torch.equal(a, b) for a, b in zip(plain(), want))
