@@ -86,11 +86,8 @@ class CaserModel(torch.nn.Module):
         return self.out.weight, self.out_bias.weight[:, 0]
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
-        return h @ self.out.weight.T + self.out_bias.weight.T
-
-    def item_scores(self, h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """``logits(h)`` at (B, k) ``items`` only."""
-        return (h.unsqueeze(1) * self.out(items)).sum(-1) + self.out_bias(items).squeeze(-1)
+        weight, bias = self.output()
+        return h @ weight.T + bias
 
 
 class Caser(LastItemsMethod):

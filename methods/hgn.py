@@ -77,11 +77,7 @@ class HGNModel(torch.nn.Module):
         return self.out.weight, None
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
-        return h @ self.out.weight.T
-
-    def item_scores(self, h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """``logits(h)`` at (B, k) ``items`` only."""
-        return (h.unsqueeze(1) * self.out(items)).sum(-1)
+        return h @ self.output()[0].T
 
 
 class HGN(LastItemsMethod):

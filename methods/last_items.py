@@ -1,9 +1,8 @@
 """The shared training and scoring of models that read (user, last L items): Caser and HGN.
 
 A subclass names its ``Model`` (``Model(n_users, n_items, config)`` with
-``forward(users, items)`` -> hidden, ``logits(hidden)`` -> (B, n_items), ``output()`` -> the
-weights and bias those logits use, and ``item_scores(hidden, items)`` -> (B, k), the same
-scores of (B, k) items only); this base trains
+``forward(users, items)`` -> hidden, ``logits(hidden)`` -> (B, n_items) and ``output()`` -> the
+weights and bias those logits use); this base trains
 it on the next-item windows of every training sequence, with full-softmax cross-entropy
 (``loss = "ce"``, RecBole's default) or its paper's sampled loss (``"bce"``: Caser; ``"bpr"``:
 HGN) against ``negatives`` uniformly drawn items the user never trained on
@@ -28,6 +27,13 @@ def check_loss(section: str, loss: str, negatives: int) -> None:
         raise UserError(f"option {section}.loss: expected 'ce' (full softmax) or one of {', '.join(SAMPLED_LOSSES)}, got {loss!r}")
     if negatives < 1:
         raise UserError(f"option {section}.negatives: expected >= 1, got {negatives}")
+
+
+def item_scores(model: torch.nn.Module, h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """``model.logits(h)`` at (B, k) ``items`` only, from the weights and bias of ``model.output()``."""
+    weight, bias = model.output()
+    scores = (h.unsqueeze(1) * weight[items]).sum(-1)
+    return scores if bias is None else scores + bias[items]
 
 
 class LastItemsMethod(Method):
@@ -59,7 +65,7 @@ class LastItemsMethod(Method):
             def loss(idx: torch.Tensor) -> torch.Tensor:
                 u = users[idx]
                 neg = sampler.draw(u.unsqueeze(1), (len(idx), cfg.negatives))
-                scores = self.model.item_scores(self.model(u, inputs[idx]), torch.cat([targets[idx].unsqueeze(1), neg], 1))
+                scores = item_scores(self.model, self.model(u, inputs[idx]), torch.cat([targets[idx].unsqueeze(1), neg], 1))
                 return sampled_loss(cfg.loss, scores[:, 0], scores[:, 1:])  # only the sampled items are scored
 
         train(self.ctx, self.model, opt, loss, lambda: shuffled_batches(len(targets), cfg.batch_size, gen, dev),
