@@ -23,7 +23,7 @@ What it does
    training targets (every training item but each user's first); for general models
    (BPR, LightGCN) the training interactions must be exactly ours.  A mismatch aborts.
 4. Trains RecBole's model (its own ``Trainer``: early stopping, best checkpoint, test
-   evaluation with RecBole's evaluator) and ours (``bench.runner.run_one``) with the same
+   evaluation with RecBole's evaluator) and ours (``bench.runner.execute``) with the same
    epoch cap, validation interval and patience, and prints one table: test NDCG@10 and
    Recall@10, seconds per training epoch, epochs, batch size, device, and the ratio of
    seconds per epoch (RecBole / ours).  RecBole's trained model is also scored with *our*
@@ -517,14 +517,14 @@ def ours_overrides(peer: Peer, epochs: int, eval_every: int, patience: int) -> d
 
 
 def run_ours(peer: Peer, split, tmp: Path, device_name: str, seed: int, epochs: int, eval_every: int, patience: int) -> dict:
-    from bench.runner import RunConfig, run_one
+    from bench.runner import RunConfig, execute
     from methods import METHODS
 
     cls = METHODS.get(peer.ours)
     overrides = {peer.ours: ours_overrides(peer, epochs, eval_every, patience)}
     cfg = RunConfig(results_dir=tmp / "results", device=device_name, progress=False, overwrite=True, overrides=overrides,
                     mask_history=not peer.sequential)
-    record = json.loads(run_one(cls, split, seed, cfg).read_text())
+    record = json.loads(execute(cls, split, seed, cfg).read_text())
     eff = record["efficiency"]
     batch = record["config"].get("batch_size")
     return {

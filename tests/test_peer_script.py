@@ -82,3 +82,14 @@ def test_parse_seeds(sbs) -> None:
 def test_bad_options_exit_2(sbs, capsys) -> None:
     assert sbs.main(["--methods", "nope"]) == 2
     assert "--methods: nope not compared" in capsys.readouterr().err
+
+
+def test_run_ours_trains_and_reads_back_our_record(sbs, tiny_split, tmp_path) -> None:
+    """Our side of a row goes through the harness that writes records (no RecBole needed)."""
+    peer = next(p for p in sbs.PEERS if p.ours == "lightgcn")
+    peer = dataclasses.replace(peer, ours_overrides={"dim": 8, "batch_size": 32})
+    row = sbs.run_ours(peer, tiny_split, tmp_path, "cpu", 0, 2, 1, 1)
+    assert row["epochs_run"] == 2 and 0.0 <= row["recall@10"] <= 1.0 and row["params"] > 0
+    assert row["batch"] == "32 pairs"
+    record = next((tmp_path / "results").rglob("seed0.json"))
+    assert "mask-history" in str(record)  # a general method is scored with the history masked, as RecBole does
