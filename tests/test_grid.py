@@ -258,7 +258,10 @@ def test_ctrl_c_or_sigterm_stops_every_worker_promptly_and_leaves_nothing(tmp_pa
     args = [sys.executable, "-m", "bench", "run", "--datasets", "ml-100k", "--cache-dir", str(tmp_path / "cache"), "--no-download",
             "--results-dir", str(tmp_path / "results"), "--device", "cpu", "--jobs", str(jobs), "--methods", "mf", "--seeds", "0,1",
             "--set", "mf.epochs=500", "--set", "mf.patience=1000", "--set", "mf.eval_every=100"]  # fmt: skip
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True)
+    # A terminal's process has SIGINT at its default; a test session started in the background
+    # (`nohup ... &`) passes SIG_IGN down, and Python then never raises KeyboardInterrupt.
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     results = tmp_path / "results" / "ml-100k" / "mf"
     deadline = time.monotonic() + 180
     while len(list(results.glob("*.claim"))) < jobs and time.monotonic() < deadline:
