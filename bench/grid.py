@@ -198,7 +198,10 @@ def _child(spec: RunSpec, gpu: str | None, conn) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, interrupt_once)
+    # A grid launched with Ctrl-C ignored (`nohup bench run ... &`) ignores it in its workers too,
+    # as its parent does; SIGTERM stops both, and is what the parent sends to stop its workers.
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, interrupt_once)
     signal.signal(signal.SIGTERM, interrupt_once)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
@@ -273,13 +276,14 @@ def run_local(specs: list[RunSpec], jobs: int = 1, gpus: list[str] | None = None
 
 
 def _stop_workers(procs: list, grace: float = 5.0) -> None:
-    """Interrupt workers (they remove their claims and temporary files), then kill stragglers."""
+    """Stop workers with SIGTERM (they remove their claims and temporary files), then kill
+    stragglers."""
     import signal
 
     for p in procs:
         if p.is_alive():
             try:
-                os.kill(p.pid, signal.SIGINT)
+                os.kill(p.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
     deadline = time.monotonic() + grace

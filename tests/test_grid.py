@@ -247,6 +247,36 @@ def test_a_killed_worker_leaves_nothing_partial_and_the_grid_completes(tmp_path:
     assert "1 run(s) written" in out and is_complete(claim.with_name("seed0.json")) and not claim.exists()
 
 
+def _grid_training(tmp_path: Path, jobs: int, sigint) -> tuple[subprocess.Popen, Path]:
+    """A two-run mf grid in its own process group, returned once every worker is training."""
+    import signal
+
+    args = [sys.executable, "-m", "bench", "run", "--datasets", "ml-100k", "--cache-dir", str(tmp_path / "cache"), "--no-download",
+            "--results-dir", str(tmp_path / "results"), "--device", "cpu", "--jobs", str(jobs), "--methods", "mf", "--seeds", "0,1",
+            "--set", "mf.epochs=500", "--set", "mf.patience=1000", "--set", "mf.eval_every=100"]  # fmt: skip
+    # SIGINT's disposition is set explicitly: a terminal's process has it at its default, while a
+    # test session started in the background (`nohup ... &`) would pass SIG_IGN down.
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))  # fmt: skip
+    results = tmp_path / "results" / "ml-100k" / "mf"
+    deadline = time.monotonic() + 180
+    while len(list(results.glob("*.claim"))) < jobs and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(list(results.glob("*.claim"))) == jobs, proc.communicate()
+    time.sleep(2)  # every worker is training
+    return proc, results
+
+
+def _assert_stopped_leaving_nothing(proc: subprocess.Popen, results: Path, code: int) -> None:
+    start = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert time.monotonic() - start < 20  # promptly, not after the runs finish
+    assert "interrupted" in err
+    assert not list(results.glob("*.claim")) and not list(results.glob("*.json")) and not list(results.glob("*.npz"))
+    assert not list(results.glob(".*tmp*"))
+
+
 @needs_ml100k
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, jobs, code", [("SIGINT", 2, 130), ("SIGTERM", 1, 143), ("SIGTERM", 2, 143)])
@@ -255,24 +285,21 @@ def test_ctrl_c_or_sigterm_stops_every_worker_promptly_and_leaves_nothing(tmp_pa
     the whole process group, stop the grid promptly: no claim, record or temporary file is left."""
     import signal
 
-    args = [sys.executable, "-m", "bench", "run", "--datasets", "ml-100k", "--cache-dir", str(tmp_path / "cache"), "--no-download",
-            "--results-dir", str(tmp_path / "results"), "--device", "cpu", "--jobs", str(jobs), "--methods", "mf", "--seeds", "0,1",
-            "--set", "mf.epochs=500", "--set", "mf.patience=1000", "--set", "mf.eval_every=100"]  # fmt: skip
-    # A terminal's process has SIGINT at its default; a test session started in the background
-    # (`nohup ... &`) passes SIG_IGN down, and Python then never raises KeyboardInterrupt.
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
-    results = tmp_path / "results" / "ml-100k" / "mf"
-    deadline = time.monotonic() + 180
-    while len(list(results.glob("*.claim"))) < jobs and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert len(list(results.glob("*.claim"))) == jobs, proc.communicate()
-    time.sleep(2)  # every worker is training
-    start = time.monotonic()
+    proc, results = _grid_training(tmp_path, jobs, signal.SIG_DFL)
     os.killpg(proc.pid, getattr(signal, sig))  # to the whole group, as a terminal, Slurm or `kill -- -PGID` does
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == code, err
-    assert time.monotonic() - start < 20  # promptly, not after the runs finish
-    assert "interrupted" in err
-    assert not list(results.glob("*.claim")) and not list(results.glob("*.json")) and not list(results.glob("*.npz"))
-    assert not list(results.glob(".*tmp*"))
+    _assert_stopped_leaving_nothing(proc, results, code)
+
+
+@needs_ml100k
+@pytest.mark.slow
+def test_a_grid_launched_with_ctrl_c_ignored_ignores_it_in_every_worker_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """`nohup bench run --jobs 2 ... &` ignores SIGINT in the parent; its workers must ignore it
+    too, or a SIGINT to the group would fail the running runs while the parent goes on."""
+    import signal
+
+    proc, results = _grid_training(tmp_path, 2, signal.SIG_IGN)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(3)
+    assert proc.poll() is None and len(list(results.glob("*.claim"))) == 2
+    os.killpg(proc.pid, signal.SIGTERM)
+    _assert_stopped_leaving_nothing(proc, results, 143)
