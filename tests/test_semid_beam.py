@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from methods.semid.beam import PrefixTrie, _first_occurrences, _leaves_to_items, beam_search
+from methods.semid.beam import PrefixTrie, _best, _first_occurrences, _leaves_to_items, beam_search
 from methods.semid.generative import BOS, N_SPECIAL, seq2seq_step
 from bench.semantic_ids import SemanticIDs
 from methods.semid.seq2seq import Seq2Seq, Seq2SeqConfig, relative_position_bucket
@@ -181,6 +181,22 @@ def test_ties_keep_the_lower_index() -> None:
     res = beam_search(flat, trie, 2, 3, 5, "cpu")
     assert res.codes[0].tolist() == [[0, 0], [0, 1], [1, 0]] and torch.equal(res.items[0], res.items[1])
     assert res.items[0].tolist() == [0, 1, 2, -1, -1]
+
+
+@pytest.mark.parametrize("width", [1, 7, 39, 40])
+def test_best_is_the_head_of_a_stable_descending_sort(width: int) -> None:
+    """The top-k selection keeps what a stable descending sort keeps, ties at the cut included."""
+    gen = torch.Generator().manual_seed(width)
+    cand = torch.randint(0, 6, (60, 40), generator=gen).float()  # many ties, across the cut too
+    cand[torch.rand(60, 40, generator=gen) < 0.5] = -torch.inf
+    cand[:10] = torch.randn(10, 40, generator=gen)  # rows without ties
+    cand[10:12] = -torch.inf  # rows with nothing valid
+    top, idx = _best(cand, width)
+    srt = torch.sort(cand, dim=1, descending=True, stable=True)
+    assert torch.equal(top, srt.values[:, :width])
+    finite = torch.isfinite(top)  # the order of -inf slots does not matter: the search drops them
+    assert torch.equal(idx[finite], srt.indices[:, :width][finite])
+    assert torch.equal(cand.gather(1, idx), top)
 
 
 def test_left_padding_does_not_change_the_encoding() -> None:

@@ -7,9 +7,9 @@ table maps each leaf to its item(s) (several when items share an ID).
 
 :func:`beam_search` runs one decoder step per level.  Each step asks the model once for
 the next-code log-probabilities of all (user, beam) pairs, masks codes that leave the trie
-with -inf through one gather in the transition table, adds the running scores and keeps
-the best ``beam`` of beam x level-size candidates per user (ties: the lower flat index
-wins, i.e. the better-ranked parent beam, then the smaller code).  Only valid IDs can come
+with -inf through one gather in a 0/-inf table per depth, adds the running scores and keeps
+the best ``beam`` of beam x level-size candidates per user by top-k (ties: the lower flat
+index wins, i.e. the better-ranked parent beam, then the smaller code).  Only valid IDs can come
 out.  Where fewer valid continuations exist than the beam, the rest stay -inf and are
 dropped.  The result maps leaves to items, best first, each item at most once.
 
@@ -32,6 +32,7 @@ from bench.semantic_ids import SemanticIDs
 @dataclass
 class PrefixTrie:
     transitions: list[torch.Tensor]  # depth d: (n_prefixes[d], sizes[d]) int32, child index at depth d + 1, or -1
+    invalid: list[torch.Tensor]  # depth d: (n_prefixes[d], sizes[d]) float32, 0 where transitions has a child, else -inf
     leaf_ptr: torch.Tensor  # (n_leaves + 1,) long, CSR offsets into leaf_items
     leaf_items: torch.Tensor  # (n_items,) long, items grouped by leaf, ascending item index within a leaf
     sizes: tuple[int, ...]
@@ -52,7 +53,8 @@ class PrefixTrie:
         counts = np.bincount(parent, minlength=n_parent)
         leaf_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         leaf_items = np.argsort(parent, kind="stable").astype(np.int64)
-        return cls(transitions, torch.from_numpy(leaf_ptr).to(device), torch.from_numpy(leaf_items).to(device), tuple(sizes))
+        invalid = [torch.where(t >= 0, 0.0, -torch.inf) for t in transitions]
+        return cls(transitions, invalid, torch.from_numpy(leaf_ptr).to(device), torch.from_numpy(leaf_items).to(device), tuple(sizes))
 
     @property
     def levels(self) -> int:
@@ -127,20 +129,20 @@ def beam_search(step: StepFn, trie: PrefixTrie, batch: int, beam: int, k: int, d
     for d, table in enumerate(trie.transitions):
         logp = step(d, codes, parent).float()
         K, size = logp.shape[1], logp.shape[2]
-        child = table[prefix.clamp_min(0)].long()  # (B, K, size)
-        child = torch.where((prefix >= 0).unsqueeze(-1), child, -1)
-        if allowed is not None:  # a prefix with no allowed item below it is as good as invalid
-            ok = allowed[d].gather(1, child.clamp_min(0).reshape(batch, -1)).reshape(child.shape)
-            child = torch.where(ok, child, -1)
-        cand = torch.where(child >= 0, scores.unsqueeze(-1) + logp, -torch.inf).reshape(batch, K * size)
-        width = min(beam, K * size)
-        top, idx = torch.sort(cand, dim=1, descending=True, stable=True)
-        top, idx = top[:, :width], idx[:, :width]
+        rows = prefix.clamp_min(0)  # a dead beam (-1) has score -inf, so its candidates stay -inf
+        if allowed is None:
+            cand = trie.invalid[d][rows]  # (B, K, size): 0, or -inf for a code that leaves the trie
+        else:  # a prefix with no allowed item below it is as good as invalid
+            child = table[rows].long()
+            ok = (child >= 0) & allowed[d].gather(1, child.clamp_min(0).reshape(batch, -1)).reshape(child.shape)
+            cand = torch.where(ok, 0.0, -torch.inf)
+        cand = cand.add_(logp).add_(scores.unsqueeze(-1)).reshape(batch, K * size)
+        top, idx = _best(cand, min(beam, K * size))
         live = torch.isfinite(top)
-        width = max(1, int(live.sum(1).max())) if batch else width  # drop slots that are -inf in every row
+        width = max(1, int(live.sum(1).max())) if batch else top.shape[1]  # drop slots that are -inf in every row
         top, idx, live = top[:, :width], idx[:, :width], live[:, :width]
         parent, code = idx // size, idx % size
-        prefix = torch.where(live, child.reshape(batch, K * size).gather(1, idx), -1)
+        prefix = torch.where(live, table[rows.gather(1, parent), code].long(), -1)
         scores = top
         codes = torch.cat([codes.gather(1, parent.unsqueeze(-1).expand(-1, -1, d)), code.unsqueeze(-1)], -1)
     leaves = prefix
@@ -152,6 +154,25 @@ def beam_search(step: StepFn, trie: PrefixTrie, batch: int, beam: int, k: int, d
         shown = (items >= 0) & item_mask.to(device).gather(1, items.clamp_min(0))
         items = _first_occurrences(torch.where(shown, items, -1))[:, :k]
     return BeamResult(items, leaves, codes, scores, int(finite.sum()), invalid, duplicates)
+
+
+def _best(cand: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``width`` largest entries of each row of ``cand`` and their indices, best first,
+    equal values in index order: the head of a stable descending sort, found by top-k (the
+    full sort of beam x codes candidates per row was the search's largest cost on CPU).  A row
+    whose finite values tie across the cut takes the sort, to keep the lower indices."""
+    n = cand.shape[1]
+    head = cand.topk(min(width + 1, n), dim=1)
+    idx = head.indices[:, :width].sort(dim=1).values  # index order; the stable sort by value keeps it for ties
+    top, order = cand.gather(1, idx).sort(dim=1, descending=True, stable=True)
+    idx = idx.gather(1, order)
+    if width < n:
+        tied = (head.values[:, width] == head.values[:, width - 1]) & torch.isfinite(head.values[:, width])
+        if bool(tied.any()):
+            rows = tied.nonzero().squeeze(1)
+            srt = torch.sort(cand[rows], dim=1, descending=True, stable=True)
+            top[rows], idx[rows] = srt.values[:, :width], srt.indices[:, :width]
+    return top, idx
 
 
 def _leaves_to_items(leaves: torch.Tensor, trie: PrefixTrie, k: int) -> tuple[torch.Tensor, int]:
