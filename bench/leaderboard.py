@@ -127,11 +127,11 @@ def _published_table(dataset: str, methods: dict[str, list[Record]]) -> list[str
         return []
     rows = []
     keys = ("recall@10", "ndcg@10")
-    for p in published_for(dataset):
-        rs = methods.get(p.method, [])
+    for p, method in ((p, m) for p in published_for(dataset) for m in p.methods):
+        rs = methods.get(method, [])
         field = "test_metrics_history_masked" if p.compare_with == "masked" else "metrics"
         ours = [_mean_std([(r.data.get(field) or {}).get(k) for r in rs]) if rs else None for k in keys]
-        rows.append([f"paper: {p.label}", p.method, "history-masked supplement" if p.compare_with == "masked" else "headline"]
+        rows.append([f"paper: {p.label}", method, "history-masked supplement" if p.compare_with == "masked" else "headline"]
                     + [f"{p.metrics[k]:.4f}" for k in keys] + [_fmt(o, False) if rs else "not run" for o in ours]
                     + [p.source])  # fmt: skip
     if not rows:

@@ -53,3 +53,16 @@ def test_each_table_links_its_own_plots_and_paired_tests(tmp_path: Path) -> None
     plain, cpu = text.split("## beauty@cpu")
     assert "[beauty-ndcg@10.md](" in plain and "univa-beta" not in plain
     assert "[beauty@cpu-univa-beta.png](" in cpu and "beauty-ndcg@10" not in cpu and "notes" not in text
+
+
+def test_each_published_row_is_held_once_and_names_registered_methods(tmp_path: Path) -> None:
+    from bench.published import PUBLISHED
+
+    rows = [(p.dataset, p.label, p.source) for p in PUBLISHED]
+    assert len(rows) == len(set(rows))  # a paper row beside several of our variants lists them, not repeats itself
+    for p in PUBLISHED:
+        assert p.methods and all(METHODS.get(m) for m in p.methods)  # an unknown name raises
+    _record(tmp_path, "caser-bce", 0, 0.03, 0.04)
+    text = render_leaderboard(tmp_path)
+    caser = [line for line in text.splitlines() if line.startswith("| paper: Caser ")]
+    assert len(caser) == 2 and "| caser-bce " in caser[1] and "0.0400" in caser[1] and "not run" in caser[0]
