@@ -66,7 +66,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from bench.codebook import utilization
 from bench.errors import UserError
 from bench.semantic_ids import SemanticIDs
-from methods.letter import LetterConfig, cf_item_embeddings
+from methods.letter import LetterConfig, cf_item_embeddings, cpu_preset
 from methods.semid.regularize import LetterRegularizer
 from methods.semid.generative import CPU_RECOMMENDER, N_SPECIAL, TrainBatch
 from methods.semid.rqvae import RQVAE, Step, collision_stats, resolve_collisions, train_rqvae, unique_last_level
@@ -359,7 +359,7 @@ class BLOGERLetter(BLOGER):
     name = "bloger-letter"
     description = "BLOGER on LETTER's tokenizer (collaborative + diversity regularized RQ-VAE, also while it trains)"
     Config = BLOGERLetterConfig
-    presets = {"cpu": {**CPU_PRESET, "rq_epochs": 500}}
+    presets = {"cpu": cpu_preset(BLOGERLetterConfig, {**CPU_PRESET, "rq_epochs": 500})}  # letter-tiger's regularizer weights
 
     def make_regularizer(self, seed: int) -> tuple[Any, dict[str, Any]]:
         """LETTER's regularizers, as ``letter-tiger`` builds them (CF embeddings from a SASRec

@@ -243,3 +243,15 @@ def test_batch_log_shows_tokenizer_progress_with_the_cf_term_and_its_chance(tiny
     lines = [line for line in capsys.readouterr().err.splitlines() if "rqvae epoch" in line]
     assert lines and f"rqvae epoch {epochs}/{epochs}" in lines[-1]
     assert "recon" in lines[-1] and "collaborative " in lines[-1] and "collaborative_chance" in lines[-1]
+
+
+def test_cpu_presets_carry_the_chosen_weights_of_the_regularizers_each_configuration_uses() -> None:
+    from methods import METHODS
+    from methods.letter import CPU_WEIGHTS
+
+    for name in ("letter", "letter-tiger", "tiger-cr", "tiger-dr", "tiger-cr-dr", "letter-base", "bloger-letter"):
+        cls = METHODS.get(name)
+        defaults, preset = cls.Config(), cls.presets["cpu"]
+        for weight, chosen in CPU_WEIGHTS.items():
+            expected = chosen if getattr(defaults, weight) > 0 else 0.0  # an ablation's switched-off term stays off
+            assert preset.get(weight, getattr(defaults, weight)) == expected, (name, weight)
