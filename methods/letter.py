@@ -60,8 +60,9 @@ MSE is about 1e-3 after training. So at LETTER's alpha the CF term dominates thi
 loss: on Scientific at the ``cpu`` preset with alpha 0.02 (500 tokenizer epochs, seed 0),
 alpha x collaborative is about 0.108 against a reconstruction of 0.001; the collaborative term
 falls from its chance level 6.85 (ln B, batch-weighted) to 5.42 (4.37 at alpha 0.1), and the
-first level uses 48 of 256 codes (3.81 bits; 58 and 4.21 bits at alpha 0.1), where ``letter-base`` (the same tokenizer and init, alpha = beta = 0) uses 88 (6.31
-bits) and tiger 132 (6.80; 43 to 132 over three seeds). Beside the CF term the diversity term
+first level uses 48 of 256 codes (3.81 bits; 58 and 4.21 bits at alpha 0.1), where
+``letter-base`` (the same tokenizer and init, alpha = beta = 0) uses 88 (6.31 bits) and tiger
+132 (6.80; 43 to 132 over three seeds). Beside the CF term the diversity term
 ends above its chance level (7.85 against ln 255 = 5.54); alone (``tiger-dr``) it ends at 5.28.
 (An earlier measurement found the first level collapsed at alpha 0 as well, to 37 codes
 after 100 epochs; neither ``letter-base`` nor a tokenizer-only run at alpha = beta = 0 and 100
