@@ -149,6 +149,27 @@ def test_kmeans_initialises_codebooks():
     assert ids.info["kmeans_init"][0]["fit_clusters"] == 4
 
 
+def test_fit_constrained_equals_the_library_and_restores_it():
+    """The vectorized read-back changes the speed of k-means-constrained, never its result."""
+    from k_means_constrained import KMeansConstrained
+    from k_means_constrained import k_means_constrained_ as lib
+
+    from methods.semid.constrained import _STEP, _fast_assignment, fit_constrained
+
+    original = getattr(lib, _STEP)
+    points = np.random.default_rng(3).normal(size=(120, 4)) * np.array([1.0, 1.0, 0.1, 3.0])
+    options = dict(n_clusters=9, size_min=6, size_max=24, n_init=3, max_iter=10, random_state=5, n_jobs=1)
+    with _fast_assignment() as patched:
+        assert patched and getattr(lib, _STEP) is not original
+    assert getattr(lib, _STEP) is original  # restored on leaving
+    fast, plain = fit_constrained(points, **options), KMeansConstrained(**options).fit(points)
+    assert getattr(lib, _STEP) is original
+    assert np.array_equal(fast.labels_, plain.labels_)
+    assert np.array_equal(fast.cluster_centers_, plain.cluster_centers_)
+    assert fast.inertia_ == plain.inertia_ and fast.n_iter_ == plain.n_iter_
+    assert 6 <= np.bincount(fast.labels_).min() and np.bincount(fast.labels_).max() <= 24
+
+
 def test_constrained_kmeans_initialises_codebooks_with_bounded_clusters():
     """LETTER's initialisation: k-means-constrained, sizes in [min(n // 2K, 50), 4x that]."""
     from k_means_constrained import KMeansConstrained

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import UserError
+from methods.semid.constrained import fit_constrained
 from methods.semid.rqvae import RQVAE, Step
 
 
@@ -48,14 +49,12 @@ def collaborative_loss(z_q: torch.Tensor, cf: torch.Tensor) -> torch.Tensor:
 def equal_size_clusters(points: np.ndarray, k: int, seed: int, n_init: int = 1, max_iter: int = 300) -> np.ndarray:
     """Labels (n,) of a constrained k-means of ``points`` (n, d) into ``k`` clusters whose sizes
     are floor(n / k) or ceil(n / k)."""
-    from k_means_constrained import KMeansConstrained
-
     n = len(points)
     if not 1 <= k <= n:
         raise UserError(f"diversity clusters: need 1 <= K <= number of codewords, got K={k} for {n} codewords")
-    km = KMeansConstrained(n_clusters=k, size_min=n // k, size_max=math.ceil(n / k), n_init=n_init, max_iter=max_iter,
-                           random_state=seed, n_jobs=1)  # fmt: skip
-    return km.fit(np.asarray(points, dtype=np.float64)).labels_.astype(np.int64)
+    km = fit_constrained(np.asarray(points, dtype=np.float64), n_clusters=k, size_min=n // k, size_max=math.ceil(n / k),
+                         n_init=n_init, max_iter=max_iter, random_state=seed, n_jobs=1)  # fmt: skip
+    return km.labels_.astype(np.int64)
 
 
 class ClusterPartners:

@@ -58,6 +58,7 @@ from torch import nn
 from bench.errors import UserError
 from bench.method import TrainData
 from bench.semantic_ids import SemanticIDs
+from methods.semid.constrained import fit_constrained
 
 COLLISIONS = ("count", "sinkhorn", "none")
 KMEANS_ON = ("all", "first_batch")
@@ -219,12 +220,10 @@ def _kmeans(points: np.ndarray, k: int, iters: int, seed: int, method: str = "km
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning on tiny inputs
         if method == "constrained":
-            from k_means_constrained import KMeansConstrained
-
             size_min = min(n // (2 * k_fit), 50)
             size_max = min(n, max(4 * size_min, math.ceil(n / k_fit)))
-            km = KMeansConstrained(n_clusters=k_fit, size_min=size_min, size_max=size_max, n_init=n_init, max_iter=iters,
-                                   random_state=seed, n_jobs=1).fit(points)  # fmt: skip
+            km = fit_constrained(points, n_clusters=k_fit, size_min=size_min, size_max=size_max, n_init=n_init, max_iter=iters,
+                                 random_state=seed, n_jobs=1)  # fmt: skip
             sizes = np.bincount(km.labels_, minlength=k_fit)
             fact.update(size_min=int(size_min), size_max=int(size_max), smallest=int(sizes.min()), largest=int(sizes.max()))
         else:
