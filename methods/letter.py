@@ -182,7 +182,9 @@ class LETTER(TIGER):
     # cpu: the shared small recommender, 500 tokenizer epochs (LETTER: 20k), LETTER's 10-start
     # constrained k-means init, per-epoch re-clustering and 50 CF SASRec epochs kept. Scientific,
     # one thread, CPU seconds: CF SASRec 160, init 320, 0.84 per tokenizer epoch (Sinkhorn in
-    # training, four re-clusterings); with ~1,600 for the recommender, ~42 min in all.
+    # training, four re-clusterings); with ~1,600 for the recommender, ~42 min in all. Since
+    # measured: the training-time Sinkhorn by scaling vectors halves the tokenizer epoch and the
+    # vectorized flow read-back takes a quarter off the init (A/B of each part, same machine).
     presets = {"cpu": cpu_preset(LetterConfig)}
 
     def cf_embeddings(self) -> tuple[torch.Tensor, dict[str, Any]]:
