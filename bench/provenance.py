@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-PACKAGES = ("genrec-bench", "torch", "numpy", "scipy", "pandas", "scikit-learn", "transformers", "sentence-transformers", "recbole")
+PACKAGES = ("genrec-bench", "torch", "numpy", "scipy", "pandas", "scikit-learn", "transformers", "sentence-transformers",
+            "recbole", "k-means-constrained", "ortools", "peft")  # fmt: skip
 REPO = Path(__file__).resolve().parent.parent
 
 
