@@ -112,6 +112,13 @@ def test_sinkhorn_matches_the_log_domain_iteration(epsilon):
     assert torch.allclose(plan.sum(0), torch.full((64,), 300 / 64, dtype=plan.dtype))
 
 
+def test_sinkhorn_needs_a_positive_epsilon():
+    with pytest.raises(UserError, match="sinkhorn_epsilon"):
+        train_rqvae(_embeddings(), RQVAEConfig(**TINY, collisions="sinkhorn", sinkhorn_epsilon=0.0))
+    with pytest.raises(UserError, match="sinkhorn_epsilon"):
+        train_rqvae(_embeddings(), RQVAEConfig(**TINY, collisions="none", train_sinkhorn=True, sinkhorn_epsilon=-0.1))
+
+
 def test_train_sinkhorn_balances_the_last_level():
     x = torch.from_numpy(_embeddings())
     torch.manual_seed(0)

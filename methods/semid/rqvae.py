@@ -100,6 +100,8 @@ class RQVAEConfig:
                 raise UserError(f"rqvae {name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size < 0:
             raise UserError(f"rqvae batch_size must be >= 0 (0 = full batch), got {self.batch_size}")
+        if (self.collisions == "sinkhorn" or self.train_sinkhorn) and not self.sinkhorn_epsilon > 0:
+            raise UserError(f"rqvae sinkhorn_epsilon must be > 0 where Sinkhorn assigns codes, got {self.sinkhorn_epsilon}")
 
 
 @dataclass
