@@ -27,6 +27,9 @@ from bench.split import Sequences
 from bench.training import adam, run_epoch, train
 
 
+ACTIVATIONS = {"relu": torch.nn.ReLU, "gelu": torch.nn.GELU}
+
+
 @dataclass
 class SASRecConfig:
     hidden: int = 64
@@ -45,16 +48,24 @@ class SASRecConfig:
     # batch_size windows' worth of targets each (bench.batching.EpochBatches); False = always shuffled batches of
     # batch_size windows. Records made before this option used shuffled batches.
     group_by_length: bool = field(default=True, metadata={"before": False})
+    # the point-wise feed-forward: the paper's is d -> d with ReLU; RecBole's SASRec uses 256 wide with GELU.
+    # None = hidden. Records made before these options ran the paper's block.
+    ffn_hidden: int | None = field(default=None, metadata={"before": None})
+    activation: str = field(default="relu", metadata={"before": "relu"})
 
     def __post_init__(self):
         if self.loss not in ("bce", "ce"):
             raise UserError(f"option loss: expected 'bce' or 'ce', got {self.loss!r}")
+        if self.activation not in ACTIVATIONS:
+            raise UserError(f"option activation: expected one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        if self.ffn_hidden is not None and self.ffn_hidden < 1:
+            raise UserError(f"option ffn_hidden: expected a positive width or None (= hidden), got {self.ffn_hidden!r}")
 
 
 class SASRecModel(torch.nn.Module):
     def __init__(self, n_items: int, cfg: SASRecConfig):
         super().__init__()
-        d = cfg.hidden
+        d, f = cfg.hidden, cfg.ffn_hidden or cfg.hidden
         self.item = torch.nn.Embedding(n_items + 1, d, padding_idx=0)  # 0 = padding, item i -> i + 1
         self.pos = torch.nn.Embedding(cfg.max_len, d)
         self.drop = torch.nn.Dropout(cfg.dropout)
@@ -65,7 +76,8 @@ class SASRecModel(torch.nn.Module):
         self.ffn_norm = torch.nn.ModuleList(torch.nn.LayerNorm(d, eps=1e-8) for _ in range(cfg.layers))
         self.ffn = torch.nn.ModuleList(
             torch.nn.Sequential(
-                torch.nn.Linear(d, d), torch.nn.ReLU(), torch.nn.Dropout(cfg.dropout), torch.nn.Linear(d, d), torch.nn.Dropout(cfg.dropout)
+                torch.nn.Linear(d, f), ACTIVATIONS[cfg.activation](), torch.nn.Dropout(cfg.dropout), torch.nn.Linear(f, d),
+                torch.nn.Dropout(cfg.dropout),
             )
             for _ in range(cfg.layers)
         )

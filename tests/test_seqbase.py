@@ -117,6 +117,21 @@ def test_bert4rec_masks_only_real_positions(tiny_split: Split, run_cfg) -> None:
     assert masked[~last_only, 2:].float().mean() == pytest.approx(0.5, abs=0.05)
 
 
+def test_sasrec_feed_forward_options_shape_the_block_and_reject_bad_values() -> None:
+    from bench.errors import UserError
+    from methods.sasrec import SASRecConfig, SASRecModel
+
+    paper = SASRecModel(10, SASRecConfig(hidden=8, layers=1, max_len=4)).ffn[0]
+    assert [type(m).__name__ for m in paper] == ["Linear", "ReLU", "Dropout", "Linear", "Dropout"]
+    assert paper[0].weight.shape == (8, 8)
+    wide = SASRecModel(10, SASRecConfig(hidden=8, layers=1, max_len=4, ffn_hidden=32, activation="gelu")).ffn[0]
+    assert isinstance(wide[1], torch.nn.GELU) and wide[0].weight.shape == (32, 8) and wide[3].weight.shape == (8, 32)
+    with pytest.raises(UserError, match="activation"):
+        SASRecConfig(activation="tanh")
+    with pytest.raises(UserError, match="ffn_hidden"):
+        SASRecConfig(ffn_hidden=0)
+
+
 def test_gru4rec_ignores_left_padding(tiny_split: Split, run_cfg) -> None:
     method = _built("gru4rec", tiny_split, run_cfg, max_len=6, epochs=1)
     method.fit()
