@@ -10,11 +10,13 @@ import pytest
 import torch
 
 from bench.batching import last_item_windows, left_align, sequence_chunks
+from bench.errors import UserError
 from bench.method import EvalBatch
 from bench.runner import build_method
 from bench.split import Sequences, Split
 from methods import METHODS
 from methods.last_items import item_scores
+from methods.sasrec import SASRecConfig, SASRecModel
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -118,9 +120,6 @@ def test_bert4rec_masks_only_real_positions(tiny_split: Split, run_cfg) -> None:
 
 
 def test_sasrec_feed_forward_options_shape_the_block_and_reject_bad_values() -> None:
-    from bench.errors import UserError
-    from methods.sasrec import SASRecConfig, SASRecModel
-
     paper = SASRecModel(10, SASRecConfig(hidden=8, layers=1, max_len=4)).ffn[0]
     assert [type(m).__name__ for m in paper] == ["Linear", "ReLU", "Dropout", "Linear", "Dropout"]
     assert paper[0].weight.shape == (8, 8)
