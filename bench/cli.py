@@ -20,11 +20,16 @@ QUICK_PROFILE = {
     "sasrec": {"epochs": 30},
     "sasrec-ce": {"epochs": 20},
 }
+# The quick suite's records are labelled: they live in their own table (<dataset>@quick), so that
+# its capped runs never mix with, or are reused for, runs at the methods' defaults.
+QUICK_TAG = "quick"
 
 
 def _tag(value: str) -> str:
-    if value and (not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", value) or value == "mask-history"):
-        raise UserError(f"--tag {value!r}: expected lower-case letters, digits, '.', '_' or '-' (e.g. cpu-small), not 'mask-history'")
+    if value == "mask-history":
+        raise UserError("--tag 'mask-history' is reserved for the protocol variant: use --mask-history")
+    if value and not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", value):
+        raise UserError(f"--tag {value!r}: expected lower-case letters, digits, '.', '_' or '-' (e.g. cpu-small)")
     return value
 
 
@@ -37,9 +42,12 @@ def _split_names(value: str, what: str) -> list[str]:
 
 def _seeds(value: str) -> list[int]:
     try:
-        return [int(v) for v in _split_names(value, "seeds")]
+        seeds = [int(v) for v in _split_names(value, "seeds")]
     except ValueError:
         raise UserError(f"--seeds {value!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if any(s < 0 for s in seeds):
+        raise UserError(f"--seeds {value!r}: expected integers >= 0, e.g. 0,1,2")
+    return seeds
 
 
 def _gpus(value: str | None) -> list[str] | None:
@@ -84,6 +92,8 @@ def cmd_run(args) -> int:
         raise UserError(f"--eval-users {args.eval_users}: expected a positive number of users (0 = all)")
     if args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: expected a positive integer")
+    if args.eval_batch_size < 1:
+        raise UserError(f"--eval-batch-size {args.eval_batch_size}: expected a positive integer")
     gpus = _gpus(args.gpus)
     if args.select_metric not in METRIC_KEYS:
         raise UserError(f"--select-metric {args.select_metric!r}: expected one of {', '.join(METRIC_KEYS)}")
@@ -96,6 +106,8 @@ def cmd_run(args) -> int:
             raise did_you_mean(section, METHODS.names(), "method in --set/--config section")
         apply_overrides(METHODS.get(section).Config(), overrides[section], section)
     _tag(args.tag)
+    if quick and not args.tag:
+        args.tag = QUICK_TAG
     for name in method_names:  # the preset exists for every method asked for, and resolves with the overrides
         resolve_config(METHODS.get(name), args.preset, overrides.get(name, {}))
     data_dir = resolve_data_dir(args.data_dir)
@@ -140,9 +152,11 @@ def cmd_run(args) -> int:
 
     # ---- plan --------------------------------------------------------------------------
     if quick:
-        print(f"quick suite: {QUICK_METHODS} on {QUICK_DATASETS}, seed(s) {args.seeds}, epochs capped {QUICK_PROFILE}")
+        print(f"quick suite: {QUICK_METHODS} on {QUICK_DATASETS}, seed(s) {args.seeds}, epochs capped {QUICK_PROFILE}, "
+              f"records tagged '{args.tag}'")
+    grid.check_conflicts(specs)
     status = {name: grid.dataset_status(name, settings) for name in datasets}
-    text, pending = grid.plan_text(specs, status)
+    text, pending = grid.plan_text(specs, status, jobs=len(gpus) if gpus else args.jobs)
     print(text, flush=True)
     if args.dry_run:
         return 0
@@ -271,7 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m bench", description="Generative-recommendation benchmark harness.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
-    r = sub.add_parser("run", help="train and evaluate methods on datasets, one record per (dataset, method, seed)")
+    r = sub.add_parser("run", help="train and evaluate methods on datasets, one record per (dataset, method, seed)",
+                       description="Train and evaluate methods on datasets, one record per (dataset, method, seed). Without "
+                                   f"--methods and --datasets it runs the quick suite ({QUICK_METHODS} on {QUICK_DATASETS}) with "
+                                   "epoch caps, tagged '" + QUICK_TAG + "'; as soon as either option is given, every method "
+                                   "runs at its defaults (or --preset / --set / --config).")
     r.add_argument("--methods", default=None, help=f"comma-separated method names (default: {QUICK_METHODS})")
     r.add_argument("--datasets", default=None, help="comma-separated dataset names, or 'all' (default: ml-100k)")
     r.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
@@ -361,9 +379,11 @@ def stop_on_sigterm() -> None:
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return
 
+    from bench.grid import ignore_signal
+
     def terminate(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, ignore_signal)  # not SIG_IGN: see ignore_signal
+        signal.signal(signal.SIGINT, ignore_signal)
         raise Terminated
 
     signal.signal(signal.SIGTERM, terminate)
