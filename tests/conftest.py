@@ -27,6 +27,8 @@ TINY_OVERRIDES: dict[str, dict] = {
     "tiger": {"d_model": 16, "layers": 1, "heads": 2, "d_kv": 8, "d_ff": 32, "max_len": 8, "batch_size": 32, "epochs": 2,
               "eval_every": 1, "patience": 1, "valid_beam": 10, "rq_levels": 2, "rq_codebook_size": 4, "rq_latent_dim": 8,
               "rq_hidden": (32,), "rq_epochs": 20, "rq_batch_size": 0},
+    "tiger-rkmeans": {"d_model": 16, "layers": 1, "heads": 2, "d_kv": 8, "d_ff": 32, "max_len": 8, "batch_size": 32, "epochs": 2,
+                      "eval_every": 1, "patience": 1, "valid_beam": 10, "rq_levels": 2, "rq_codebook_size": 4},
     **{name: {"d_model": 16, "layers": 1, "heads": 2, "d_kv": 8, "d_ff": 32, "max_len": 8, "batch_size": 32, "epochs": 2,
               "eval_every": 1, "patience": 1, "valid_beam": 10, "rq_levels": 2, "rq_codebook_size": 4, "rq_latent_dim": 8,
               "rq_hidden": (32,), "rq_epochs": 20, "rq_batch_size": 16, "clusters": 2, "cf_epochs": 2, "cf_layers": 1,
