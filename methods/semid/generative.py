@@ -35,13 +35,19 @@ test pass; while training, the per-epoch validation that drives early stopping u
 smaller ``valid_beam`` (default 20) for speed: the selection metric (NDCG@10) needs only
 the top 10, so beam 20 is enough to rank checkpoints, but the validation curve's
 Recall@100 is not comparable with the final one.
+
+Exact ranking: with ``decode = "exact"`` the method outputs scores instead of lists: every
+item's ID log-likelihood given the history (:mod:`methods.semid.exact`), so the harness ranks
+the whole catalogue (ties by its seeded order).  ``exact_pass`` asks for it as a supplementary
+test pass (``test_variants``: ``exact``) after the beam's headline pass; that pass also
+measures how much of the exact ranking the headline beam found (:meth:`GenerativeMethod.pass_report`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -52,12 +58,14 @@ from bench.errors import UserError
 from bench.method import EvalBatch, Method
 from bench.training import train
 from methods.semid.beam import BeamResult, PrefixTrie, beam_search
+from methods.semid.exact import exact_item_scores, leaf_of_items, trie_children
 from bench.semantic_ids import SemanticIDs
 from methods.semid.seq2seq import Seq2Seq, Seq2SeqConfig
 
 PAD, BOS, EOS = 0, 1, 2
 N_SPECIAL = 3
 SCHEDULES = ("cosine", "constant", "rsqrt")
+DECODES = ("beam", "exact")
 
 
 @dataclass
@@ -89,8 +97,13 @@ class GenerativeConfig:
     # decoding
     beam: int = 100  # final validation and test
     valid_beam: int = 20  # validations during training (early stopping)
+    decode: str = field(default="beam", metadata={"before": "beam"})  # beam (ranked lists) | exact (every item's ID likelihood: scores)
+    # a supplementary test pass with decode = "exact" (methods/semid/exact.py), beside the beam's headline
+    exact_pass: bool = field(default=False, metadata={"before": False, "supplementary": True})
 
     def __post_init__(self):
+        if self.decode not in DECODES:
+            raise UserError(f"option decode: expected one of {', '.join(DECODES)}, got {self.decode!r}")
         if self.lr_schedule not in SCHEDULES:
             raise UserError(f"option lr_schedule: expected one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
         for name in ("beam", "valid_beam", "max_len", "layers", "heads", "d_model", "d_kv", "d_ff", "batch_size"):
@@ -117,7 +130,7 @@ class GenerativeConfig:
 # (8,317 users); TIGER's three seeds stopped at epochs 84, 60 and 50 (26-43 minutes a run).
 CPU_RECOMMENDER: dict[str, object] = {
     "d_model": 64, "layers": 2, "heads": 2, "d_kv": 32, "d_ff": 256, "batch_size": 256, "lr": 1e-3,
-    "epochs": 100, "eval_every": 2, "patience": 3, "valid_beam": 10, "beam": 100,
+    "epochs": 100, "eval_every": 2, "patience": 3, "valid_beam": 10, "beam": 100, "exact_pass": True,
 }  # fmt: skip
 
 
@@ -194,6 +207,8 @@ class GenerativeMethod(Method):
         self.model: Seq2Seq | None = None
         self._decoding_beam = config.beam
         self._gen = {"users": 0, "slots": 0, "generated": 0, "invalid": 0, "duplicates": 0}
+        self._beam_lists: dict[str, torch.Tensor] | None = None  # each user's last beam list and the history it was for
+        self._exact_vs_beam = {"users": 0, "found": 0, "found_top10": 0}
 
     # ---- the tokenizer step, the one thing a subclass provides ----------------------------
     def build_ids(self) -> SemanticIDs:
@@ -228,6 +243,8 @@ class GenerativeMethod(Method):
         self.level_offsets = torch.from_numpy(ids.offsets + N_SPECIAL).to(dev)
         self.user_offset = N_SPECIAL + ids.vocab_size
         self.trie = PrefixTrie.build(ids, dev)
+        self.leaf_of_item = leaf_of_items(self.trie)
+        self.trie_children = trie_children(self.trie)
 
     def make_model(self, vocab_size: int) -> Seq2Seq:
         """The recommender (hook: a subclass may return a Seq2Seq with extra heads)."""
@@ -353,6 +370,14 @@ class GenerativeMethod(Method):
         return [self.semantic_ids] if self.semantic_ids is not None else []
 
     # ---- recommendation -------------------------------------------------------------------
+    @property
+    def active_output(self) -> str:
+        """Ranked lists from the beam, or full-catalogue scores under ``decode = "exact"``."""
+        return "scores" if self.config.decode == "exact" else "lists"
+
+    def test_variants(self) -> dict[str, dict[str, Any]]:
+        return {"exact": {"decode": "exact"}} if self.config.exact_pass and self.config.decode != "exact" else {}
+
     def search(self, batch: EvalBatch, src: torch.Tensor, beam: int, k: int) -> BeamResult:
         """The constrained beam search for one batch (hook: a subclass may change the step's
         scores or restrict the items per request)."""
@@ -364,6 +389,7 @@ class GenerativeMethod(Method):
         B, beam = len(batch.users), self._decoding_beam
         src = self.encoder_input(batch.users, batch.history)
         res = self.search(batch, src, beam, k)
+        self._remember_beam(batch, res.items)
         g = self._gen
         g["users"] += B
         g["slots"] += B * beam
@@ -377,3 +403,64 @@ class GenerativeMethod(Method):
             "empty_beam_rate": 1.0 - g["generated"] / max(1, g["slots"]),  # beam slots left without a valid ID
         }  # fmt: skip
         return res.items
+
+    @torch.no_grad()
+    def score(self, batch: EvalBatch) -> torch.Tensor:
+        """(B, n_items) log-likelihood of every item's full ID given the history (``decode = "exact"``)."""
+        src = self.encoder_input(batch.users, batch.history)
+
+        def make_step(chunk: torch.Tensor):
+            return seq2seq_step(self.model, chunk, self.level_offsets, self.semantic_ids.sizes, bf16=self.decode_bf16)
+
+        scores = exact_item_scores(make_step, src, self.trie, self.leaf_of_item, self.trie_children)
+        self._compare_with_beam(batch, scores)
+        return scores
+
+    # ---- how much of the exact ranking the beam found -------------------------------------
+    @staticmethod
+    def _history_key(history: torch.Tensor) -> torch.Tensor:
+        """(B,) a polynomial hash of each row's real items (padding skipped), to recognise a history."""
+        key = torch.zeros(len(history), dtype=torch.long, device=history.device)
+        for col in history.T:
+            key = torch.where(col >= 0, (key * 1_000_003 + col + 1) % (2**61 - 1), key)
+        return key
+
+    def _remember_beam(self, batch: EvalBatch, items: torch.Tensor) -> None:
+        """Keep each user's latest beam list with its history's key (the last pass over a user is
+        the test pass's, before any supplementary pass)."""
+        if self._beam_lists is None or self._beam_lists["items"].shape[1] != items.shape[1]:
+            n = self.data.n_users
+            self._beam_lists = {"key": torch.full((n,), -1, dtype=torch.long, device=items.device),
+                                "items": torch.full((n, items.shape[1]), -1, dtype=torch.long, device=items.device)}  # fmt: skip
+        self._beam_lists["key"][batch.users] = self._history_key(batch.history)
+        self._beam_lists["items"][batch.users] = items
+        self._beam_lists["beam"] = torch.tensor(self._decoding_beam)
+
+    def _compare_with_beam(self, batch: EvalBatch, scores: torch.Tensor, k: int = 10) -> None:
+        """For the users whose latest beam list was made for this very history: how many of the
+        exact top ``k`` items the beam returned at all, and within its own top ``k`` (exact ties at
+        the cut are broken by index here, not by the harness's order)."""
+        if self._beam_lists is None:
+            return
+        same = self._beam_lists["key"][batch.users] == self._history_key(batch.history)
+        if not bool(same.any()):
+            return
+        top = scores[same].topk(min(k, scores.shape[1]), dim=1).indices  # (U, k)
+        lists = self._beam_lists["items"][batch.users[same]]  # (U, width)
+        hit = (top.unsqueeze(2) == lists.unsqueeze(1)) & (lists.unsqueeze(1) >= 0)
+        m = self._exact_vs_beam
+        m["users"] += int(same.sum())
+        m["found"] += int(hit.any(2).sum())
+        m["found_top10"] += int(hit[:, :, :k].any(2).sum())
+        m["k"], m["beam"] = top.shape[1], int(self._beam_lists["beam"])
+
+    def pass_report(self) -> dict[str, Any]:
+        """After an exact pass: the share of each user's exact top-10 items that the headline beam
+        returned (its recall of the exact ranking), and the share within the beam's own top 10,
+        over the users compared; the counts start again at zero."""
+        m, self._exact_vs_beam = self._exact_vs_beam, {"users": 0, "found": 0, "found_top10": 0}
+        if not m["users"]:
+            return {}
+        slots = m["users"] * m["k"]
+        return {"beam_recall_of_exact_top10": m["found"] / slots, "beam_top10_share_of_exact_top10": m["found_top10"] / slots,
+                "users_compared": m["users"], "beam": m["beam"]}  # fmt: skip
