@@ -58,7 +58,7 @@ from bench.errors import UserError
 from bench.method import EvalBatch, Method
 from bench.training import train
 from methods.semid.beam import BeamResult, PrefixTrie, beam_search
-from methods.semid.exact import exact_item_scores, leaf_of_items, trie_children
+from methods.semid.exact import BeamRecall, exact_item_scores, leaf_of_items, trie_children
 from bench.semantic_ids import SemanticIDs
 from methods.semid.seq2seq import Seq2Seq, Seq2SeqConfig
 
@@ -207,8 +207,7 @@ class GenerativeMethod(Method):
         self.model: Seq2Seq | None = None
         self._decoding_beam = config.beam
         self._gen = {"users": 0, "slots": 0, "generated": 0, "invalid": 0, "duplicates": 0}
-        self._beam_lists: dict[str, torch.Tensor] | None = None  # each user's last beam list and the history it was for
-        self._exact_vs_beam = {"users": 0, "found": 0, "found_top10": 0}
+        self.beam_recall = BeamRecall(data.n_users)  # how much of the exact ranking the headline beam found
 
     # ---- the tokenizer step, the one thing a subclass provides ----------------------------
     def build_ids(self) -> SemanticIDs:
@@ -389,7 +388,7 @@ class GenerativeMethod(Method):
         B, beam = len(batch.users), self._decoding_beam
         src = self.encoder_input(batch.users, batch.history)
         res = self.search(batch, src, beam, k)
-        self._remember_beam(batch, res.items)
+        self.beam_recall.remember(batch, res.items, beam)
         g = self._gen
         g["users"] += B
         g["slots"] += B * beam
@@ -413,54 +412,9 @@ class GenerativeMethod(Method):
             return seq2seq_step(self.model, chunk, self.level_offsets, self.semantic_ids.sizes, bf16=self.decode_bf16)
 
         scores = exact_item_scores(make_step, src, self.trie, self.leaf_of_item, self.trie_children)
-        self._compare_with_beam(batch, scores)
+        self.beam_recall.compare(batch, scores)
         return scores
 
-    # ---- how much of the exact ranking the beam found -------------------------------------
-    @staticmethod
-    def _history_key(history: torch.Tensor) -> torch.Tensor:
-        """(B,) a polynomial hash of each row's real items (padding skipped), to recognise a history."""
-        key = torch.zeros(len(history), dtype=torch.long, device=history.device)
-        for col in history.T:
-            key = torch.where(col >= 0, (key * 1_000_003 + col + 1) % (2**61 - 1), key)
-        return key
-
-    def _remember_beam(self, batch: EvalBatch, items: torch.Tensor) -> None:
-        """Keep each user's latest beam list with its history's key (the last pass over a user is
-        the test pass's, before any supplementary pass)."""
-        if self._beam_lists is None or self._beam_lists["items"].shape[1] != items.shape[1]:
-            n = self.data.n_users
-            self._beam_lists = {"key": torch.full((n,), -1, dtype=torch.long, device=items.device),
-                                "items": torch.full((n, items.shape[1]), -1, dtype=torch.long, device=items.device)}  # fmt: skip
-        self._beam_lists["key"][batch.users] = self._history_key(batch.history)
-        self._beam_lists["items"][batch.users] = items
-        self._beam_lists["beam"] = torch.tensor(self._decoding_beam)
-
-    def _compare_with_beam(self, batch: EvalBatch, scores: torch.Tensor, k: int = 10) -> None:
-        """For the users whose latest beam list was made for this very history: how many of the
-        exact top ``k`` items the beam returned at all, and within its own top ``k`` (exact ties at
-        the cut are broken by index here, not by the harness's order)."""
-        if self._beam_lists is None:
-            return
-        same = self._beam_lists["key"][batch.users] == self._history_key(batch.history)
-        if not bool(same.any()):
-            return
-        top = scores[same].topk(min(k, scores.shape[1]), dim=1).indices  # (U, k)
-        lists = self._beam_lists["items"][batch.users[same]]  # (U, width)
-        hit = (top.unsqueeze(2) == lists.unsqueeze(1)) & (lists.unsqueeze(1) >= 0)
-        m = self._exact_vs_beam
-        m["users"] += int(same.sum())
-        m["found"] += int(hit.any(2).sum())
-        m["found_top10"] += int(hit[:, :, :k].any(2).sum())
-        m["k"], m["beam"] = top.shape[1], int(self._beam_lists["beam"])
-
     def pass_report(self) -> dict[str, Any]:
-        """After an exact pass: the share of each user's exact top-10 items that the headline beam
-        returned (its recall of the exact ranking), and the share within the beam's own top 10,
-        over the users compared; the counts start again at zero."""
-        m, self._exact_vs_beam = self._exact_vs_beam, {"users": 0, "found": 0, "found_top10": 0}
-        if not m["users"]:
-            return {}
-        slots = m["users"] * m["k"]
-        return {"beam_recall_of_exact_top10": m["found"] / slots, "beam_top10_share_of_exact_top10": m["found_top10"] / slots,
-                "users_compared": m["users"], "beam": m["beam"]}  # fmt: skip
+        """After an exact pass: how much of it the headline beam found (:class:`BeamRecall`)."""
+        return self.beam_recall.report()
