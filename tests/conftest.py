@@ -44,6 +44,8 @@ TINY_OVERRIDES: dict[str, dict] = {
                     "rq_hidden": (32,), "rq_epochs": 20, "rq_batch_size": 0, "value_bins": 3},
     "tiger-letterindex": {"d_model": 16, "layers": 1, "heads": 2, "d_kv": 8, "d_ff": 32, "max_len": 8, "batch_size": 32,
                           "epochs": 2, "eval_every": 1, "patience": 1, "valid_beam": 10},
+    "rpg": {"n_digits": 4, "codebook_size": 4, "d_model": 16, "layers": 1, "heads": 2, "d_ff": 32, "max_len": 8, "batch_size": 32,
+            "epochs": 2, "eval_every": 1, "patience": 1, "warmup_steps": 2, "beam": 10, "n_edges": 6, "propagation_steps": 2},
     "lightgcn": {"dim": 16, "epochs": 3, "eval_every": 1, "patience": 2, "batch_size": 64},
     "ials": {"factors": 8, "iterations": 3, "patience": 2},
     "lc-rec": {"epochs": 2, "eval_every": 1, "patience": 1, "max_len": 8, "max_examples": 64, "batch_size": 16, "micro_batch_size": 8,
