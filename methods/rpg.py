@@ -62,7 +62,10 @@ Deliberate differences from the official code:
   does not apply), not sentence-T5; the IDs do not depend on the run's seed (faiss's fixed seeds,
   as the official code);
 * the item-item similarities are computed chunk by chunk and only each row's top ``n_edges``
-  kept (the official code fills the whole matrix first; the same graph).
+  kept (the official code fills the whole matrix first; the same graph); the graph search reads
+  its candidates' scores from a table of every item's score, computed once per user (the same
+  values; on a CPU cheaper than scoring beam x edges candidates at every step, but the decoding
+  cost is then not independent of the catalogue's size as in the official code).
 """
 
 from __future__ import annotations
@@ -299,29 +302,31 @@ def item_graph(codes: torch.Tensor, book: torch.Tensor, edges: int, chunk: int =
     return torch.cat(out)
 
 
-def item_scores(logp: torch.Tensor, item_tokens: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-    """(B, K) mean over digits of the digit log-probabilities ``logp`` (B, D * size) at the codes
-    of ``items`` (B, K)."""
-    B, K = items.shape
-    idx = item_tokens[items.clamp_min(0)].reshape(B, -1)
-    return logp.gather(1, idx).reshape(B, K, -1).mean(-1)
+def item_scores(logp: torch.Tensor, item_tokens: torch.Tensor) -> torch.Tensor:
+    """(B, n_items): each item's mean over digits of the digit log-probabilities ``logp``
+    (B, D * size) at its codes (``item_tokens`` (n_items, D), indices into ``logp``'s columns)."""
+    scores = torch.zeros(len(logp), len(item_tokens), device=logp.device)
+    for d in range(item_tokens.shape[1]):
+        scores += logp.index_select(1, item_tokens[:, d])
+    return scores / item_tokens.shape[1]
 
 
 @torch.no_grad()
-def graph_decode(logp: torch.Tensor, item_tokens: torch.Tensor, graph: torch.Tensor, start: torch.Tensor, steps: int
-                 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def graph_decode(table: torch.Tensor, graph: torch.Tensor, start: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The graph search for a batch: from the ``start`` items (B, beam), ``steps`` times score the
     distinct graph neighbours of the beam and keep the best ``beam`` (ties: the smaller item index).
-    Returns the final beam (B, beam), best first, -1 where fewer distinct items were reached, and
-    its scores."""
+    An item's score is read from ``table`` (B, n_items) (:func:`item_scores`: on a CPU, scoring all
+    items once costs less than scoring beam x edges candidates at each step, and gives the same
+    values).  Returns the final beam (B, beam), best first, -1 where fewer distinct items were
+    reached, and its scores."""
     beam = start
-    scores = item_scores(logp, item_tokens, beam)
+    scores = table.gather(1, beam)
     for _ in range(steps):
         cand = torch.where((beam >= 0).unsqueeze(-1), graph[beam.clamp_min(0)], -1).reshape(len(beam), -1)
         cand = cand.sort(dim=1).values  # item order: a repeat sits right after its first copy
         repeat = torch.zeros_like(cand, dtype=torch.bool)
         repeat[:, 1:] = cand[:, 1:] == cand[:, :-1]
-        s = item_scores(logp, item_tokens, cand).masked_fill(repeat | (cand < 0), -torch.inf)
+        s = table.gather(1, cand.clamp_min(0)).masked_fill(repeat | (cand < 0), -torch.inf)
         width = min(start.shape[1], s.shape[1])
         top = torch.sort(s, dim=1, descending=True, stable=True)  # stable: equal scores keep item order
         scores, idx = top.values[:, :width], top.indices[:, :width]
@@ -435,22 +440,16 @@ class RPG(Method):
     @torch.no_grad()
     def score(self, batch: EvalBatch) -> torch.Tensor:
         """(B, n_items): every item's mean digit log-probability (exact scoring)."""
-        logp = self.digit_logprobs(batch).reshape(len(batch.users), self.config.n_digits, -1)
-        tokens = self.model.item_tokens  # (n_items, D) indices into the flattened (D * size) log-probabilities
-        scores = torch.zeros(len(batch.users), self.data.n_items, device=logp.device)
-        flat = logp.flatten(1)
-        for d in range(self.config.n_digits):
-            scores += flat.index_select(1, tokens[:, d])
-        scores /= self.config.n_digits
+        scores = item_scores(self.digit_logprobs(batch), self.model.item_tokens)
         if not self.validating_exact:
             self.beam_recall.compare(batch, scores)
         return scores
 
     @torch.no_grad()
     def recommend(self, batch: EvalBatch, k: int) -> torch.Tensor:
-        logp = self.digit_logprobs(batch)
-        start = torch.randint(self.data.n_items, (len(batch.users), self.config.beam), generator=self.start_gen, device=logp.device)
-        items, _ = graph_decode(logp, self.model.item_tokens, self.graph, start, self.config.propagation_steps)
+        table = item_scores(self.digit_logprobs(batch), self.model.item_tokens)
+        start = torch.randint(self.data.n_items, (len(batch.users), self.config.beam), generator=self.start_gen, device=table.device)
+        items, _ = graph_decode(table, self.graph, start, self.config.propagation_steps)
         self.beam_recall.remember(batch, items, self.config.beam)
         return F.pad(items, (0, max(0, k - items.shape[1])), value=-1)  # a list of ``beam`` items; the rest "no item"
 
