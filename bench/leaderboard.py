@@ -77,7 +77,8 @@ def _codebook_table(methods: dict[str, list[Record]]) -> list[str]:
             m, len(books), books[0]["source"],
             f"{mean(lambda b: b['per_level'][0]['used']):.1f} / {size}",
             f"{statistics.fmean(f['entropy_bits'] for f in first):.2f} ({statistics.fmean(f['entropy_normalized'] or 0 for f in first):.2f})",
-            " / ".join(f"{statistics.fmean(b['unique_prefixes'][d] for b in books):,.0f}" for d in range(depth)),
+            " / ".join(f"{statistics.fmean(b['unique_prefixes'][d] for b in books):,.0f}" if d >= 0 else "…"
+                       for d in (range(depth) if depth <= 6 else [0, 1, 2, 3, -1, depth - 1])),  # long IDs (RPG's 32 digits): the first 4 and the last
             f"{mean(lambda b: b['semantic_collision_rate']):.4f} ({mean(lambda b: b['semantic_items_in_collision_groups']):,.0f} items)",
             f"{mean(lambda b: b['collision_rate']):.4f}",
             f"{max(b['largest_group'] for b in books)}",

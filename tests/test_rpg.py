@@ -141,6 +141,12 @@ def test_rpg_through_the_harness(tiny_split: Split, run_cfg) -> None:
     exact = rec["test_metrics_variants"]["exact"]
     assert exact["metrics"]["hit@100"] == 1.0 and 0 <= exact["method_report"]["beam_recall_of_exact_top10"] <= 1
     assert rec["training"]["graph"]["edges"] == tiny["n_edges"] and rec["training"]["valid_curve"]
+    from bench.leaderboard import render_leaderboard
+
+    board = render_leaderboard(cfg.results_dir)
+    row = next(line for line in board.splitlines() if line.startswith("| rpg ") and "opq" in line)
+    assert " / … / " not in row  # 4 digits: every depth shown (the first 4 and the last from 7 on)
+    assert any(line.startswith("| rpg ") and "| exact " in line for line in board.splitlines())
 
 
 def test_rpg_validates_exactly_while_training_and_learns(tiny_split: Split, run_cfg) -> None:
