@@ -18,7 +18,7 @@ from bench.method import EvalBatch
 from bench.runner import build_method, execute
 from bench.split import Split
 from methods import METHODS
-from methods.semid.exact import exact_item_scores, trie_children
+from methods.semid.exact import exact_item_scores
 from methods.semid.generative import BOS, GenerativeConfig
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -75,14 +75,31 @@ def test_exact_scores_equal_a_brute_force_likelihood_of_every_item(name: str, ti
     torch.testing.assert_close(small, exact, atol=1e-5, rtol=1e-5)
 
 
-def test_trie_children_walk_every_id(tiny_split: Split, run_cfg) -> None:
-    method = _fitted("tiger", tiny_split, run_cfg, epochs=1)
-    children = trie_children(method.trie)
-    prefixes = np.zeros((1, 0), dtype=np.int64)
-    for p, c in children:
-        prefixes = np.concatenate([prefixes[p.numpy()], c.numpy()[:, None]], 1)
-    # the leaves, in leaf order, are the distinct IDs; each item's leaf holds its own ID
-    np.testing.assert_array_equal(prefixes[method.leaf_of_item.numpy()], method.semantic_ids.codes)
+def test_branch_and_bound_keeps_every_item_above_the_bound_exact(tiny_split: Split, run_cfg) -> None:
+    """With a bound that 5 items reach (the 5th best brute-force score, or a beam's 5th ID), the
+    items scoring at least the bound get their exact scores, prefixes below it are cut (-inf), and
+    the top 5 is the exact one."""
+    from methods.semid.exact import beam_bound
+    from methods.semid.generative import seq2seq_step
+
+    method = _fitted("tiger", tiny_split, run_cfg)
+    batch = _test_batch(tiny_split, method)
+    src = method.encoder_input(batch.users, batch.history)
+
+    def make_step(rows):
+        return seq2seq_step(method.model, rows, method.level_offsets, method.semantic_ids.sizes)
+
+    with torch.no_grad():
+        want = brute_force(method, batch)
+        beam = beam_bound(method.search(batch, src, 5, 5).scores, depth=5)
+    bound = want.topk(5, dim=1).values[:, -1]
+    assert (beam <= bound + 1e-5).all()  # a beam's 5th ID is a valid (looser) bound
+    for b in (bound, beam):
+        got = exact_item_scores(make_step, src, method.trie, method.leaf_of_item, b, rows=50)
+        finite = torch.isfinite(got)
+        torch.testing.assert_close(got[finite], want[finite], atol=2e-5, rtol=1e-5)
+        assert finite[want >= b.unsqueeze(1)].all() and not finite.all()  # every item above the bound is kept; something was cut
+        assert torch.equal(got.topk(5, dim=1).indices.sort(1).values, want.topk(5, dim=1).indices.sort(1).values)
 
 
 def test_exact_pass_in_the_record_and_the_beam_it_checks(tiny_split: Split, run_cfg) -> None:

@@ -6,15 +6,30 @@ every item: log p(ID | history) = sum over levels l of log p(c_l | history, c_<l
 normalized over the whole vocabulary as the beam search's step does, so a beam's summed score
 and the exact score of the same ID are the same number.
 
-:func:`exact_leaf_scores` expands the whole prefix trie level by level with the beam search's
-step function (:func:`methods.semid.generative.seq2seq_step`): the history is encoded once per
-user, and the decoder runs once per trie node (every distinct prefix of a valid ID), not once
-per item and level, since items that share a prefix share its decoder state (the cached
-keys and values of its positions).  Rows of (user, node) go through the decoder together, up
-to :data:`EXACT_ROWS` per call, which bounds the memory (the vocabulary logits of every row).
+:func:`exact_leaf_scores` expands the prefix trie level by level with the beam search's step
+function (:func:`methods.semid.generative.seq2seq_step`): the history is encoded once per user,
+and the decoder runs once per trie node (a distinct prefix of valid IDs), not once per item and
+level, since items that share a prefix share its decoder state.
+
+Branch and bound: every term is a log-probability (<= 0), so a prefix's score bounds the score
+of every ID below it.  Given, per user, a score ``bound`` that at least :data:`DEPTH` items
+reach (the worst of a beam of at least that many valid IDs: their scores are exact), a prefix
+scoring below it cannot lead to any of the user's top :data:`DEPTH` items and is not expanded;
+the items below it score -inf.  Every item scoring at least the bound gets its exact score, so
+the ranking's top :data:`DEPTH` (the harness's ranking depth, ``bench.metrics.MAX_RANK``: every
+metric and the per-user ranks file) is the exact ranking's; a user without a bound (-inf) gets
+the whole trie expanded.  (Under ``--mask-history`` the harness removes history items after
+scoring; history items ranked within the top :data:`DEPTH` then shift the exact part of the
+ranking up by as many places.)  A small slack (:data:`BOUND_SLACK`) keeps rounding differences
+between the beam's arithmetic and this pass's from cutting an ID that ties the bound.
+
+Rows of (user, live prefix) go through the decoder together, at most :data:`EXACT_ROWS` per call
+(the vocabulary logits of every row are the memory); a group of users whose live prefixes
+exceed that is split and redone.
 
 :class:`BeamRecall` measures how much of an exact ranking a method's beam (or any other
-decoder that returns lists) found, for the users whose lists it remembers.
+decoder that returns lists) found, for the users whose lists it remembers, and keeps each
+list's bound for the exact pass.
 """
 
 from __future__ import annotations
@@ -24,56 +39,84 @@ from typing import Any, Callable
 import torch
 
 from bench.method import EvalBatch
+from bench.metrics import MAX_RANK
 from methods.semid.beam import PrefixTrie, StepFn
 
-# (user, trie node) rows per decoder call: the vocabulary logits of 16,384 rows x ~1,000 tokens
+DEPTH = MAX_RANK
+# (user, live prefix) rows per decoder call: the vocabulary logits of 16,384 rows x ~1,000 tokens
 # are 64 MB in float32.
 EXACT_ROWS = 16384
-
-
-def trie_children(trie: PrefixTrie) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per depth d, (parent, code) of every prefix at depth d + 1 in the order of its index:
-    the prefix's parent at depth d and its last code."""
-    out = []
-    for table in trie.transitions:
-        parent, code = torch.nonzero(table >= 0, as_tuple=True)  # row-major = the order the trie numbered the children in
-        out.append((parent, code))
-    return out
+BOUND_SLACK = 1e-2  # relative and absolute (bf16 decoding on CUDA rounds to ~1e-2): bound - slack * (1 + |bound|)
 
 
 @torch.no_grad()
-def exact_leaf_scores(step: StepFn, trie: PrefixTrie, batch: int, children: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-                      ) -> torch.Tensor:  # fmt: skip
-    """(batch, n_leaves) summed log-probabilities of every valid ID (trie leaf) for ``batch``
-    rows, with ``step`` as :func:`methods.semid.beam.beam_search` takes it: depth d is asked for
-    the next-code log-probabilities of all prefixes at depth d at once, as if each were a beam."""
-    children = trie_children(trie) if children is None else children
-    device = trie.leaf_ptr.device
-    scores = torch.zeros(batch, 1, device=device)
-    prefixes = torch.zeros(1, 0, dtype=torch.long, device=device)  # (nodes at depth d, d) codes of each prefix
-    parent = torch.zeros(1, dtype=torch.long, device=device)  # each node's parent among the previous depth's nodes
-    for d, (p, c) in enumerate(children):
-        K = len(prefixes)
-        logp = step(d, prefixes.unsqueeze(0).expand(batch, K, d), parent.unsqueeze(0).expand(batch, K)).float()
-        scores = scores[:, p] + logp[:, p, c]
-        prefixes = torch.cat([prefixes[p], c.unsqueeze(1)], 1)
-        parent = p
-    return scores
+def exact_leaf_scores(step: StepFn, trie: PrefixTrie, bound: torch.Tensor, max_rows: int | None = None) -> torch.Tensor | None:
+    """(B, n_leaves) summed log-probabilities of the valid IDs (trie leaves) of ``B = len(bound)``
+    rows, -inf for an ID below a pruned prefix; ``step`` as :func:`methods.semid.beam.beam_search`
+    takes it, asked at depth d for every live prefix of every row (as if each were a beam).
+    ``bound`` (B,): prefixes scoring below a row's bound are not expanded (-inf: none).  Returns
+    None when more than ``max_rows`` (row, prefix) pairs would go through the decoder at once and
+    there is more than one row (the caller splits the rows)."""
+    B, device = len(bound), trie.leaf_ptr.device
+    floor = (bound - BOUND_SLACK * (1 + bound.abs())).unsqueeze(1)  # -inf stays -inf
+    scores = torch.zeros(B, 1, device=device)
+    nodes = torch.zeros(B, 1, dtype=torch.long, device=device)  # live prefixes at depth d, -1 = an empty slot
+    codes = torch.zeros(B, 1, 0, dtype=torch.long, device=device)
+    parent = torch.zeros(B, 1, dtype=torch.long, device=device)
+    for d, table in enumerate(trie.transitions):
+        if max_rows is not None and B > 1 and B * nodes.shape[1] > max_rows:
+            return None
+        logp = step(d, codes, parent).float()  # (B, K, size)
+        K, size = logp.shape[1], logp.shape[2]
+        child = table[nodes.clamp_min(0)].long()  # (B, K, size)
+        cand = (scores.unsqueeze(-1) + logp).reshape(B, K * size)
+        child = child.reshape(B, K * size)
+        keep = (child >= 0) & (nodes >= 0).repeat_interleave(size, 1) & (cand >= floor)
+        # compact each row's kept entries to the front, in order (parent slot, then code)
+        slot = torch.cumsum(keep, 1) - 1
+        width = max(1, int(keep.sum(1).max()))
+        rows, flat = torch.nonzero(keep, as_tuple=True)
+        pick = torch.zeros(B, width, dtype=torch.long, device=device)
+        pick[rows, slot[rows, flat]] = flat
+        live = torch.arange(width, device=device).unsqueeze(0) < keep.sum(1, keepdim=True)
+        parent, code = pick // size, pick % size
+        scores = torch.where(live, cand.gather(1, pick), -torch.inf)
+        nodes = torch.where(live, child.gather(1, pick), -1)
+        codes = torch.cat([codes.gather(1, parent.unsqueeze(-1).expand(-1, -1, d)), code.unsqueeze(-1)], -1)
+    out = torch.full((B, trie.n_leaves + 1), -torch.inf, device=device)
+    out.scatter_(1, torch.where(nodes >= 0, nodes, trie.n_leaves), scores)  # empty slots land in the extra column
+    return out[:, :-1]
 
 
 def exact_item_scores(make_step: Callable[[torch.Tensor], StepFn], src: torch.Tensor, trie: PrefixTrie, leaf_of_item: torch.Tensor,
-                      children: list[tuple[torch.Tensor, torch.Tensor]] | None = None, rows: int = EXACT_ROWS) -> torch.Tensor:  # fmt: skip
+                      bound: torch.Tensor | None = None, rows: int = EXACT_ROWS) -> torch.Tensor:  # fmt: skip
     """(B, n_items) log-likelihood of every item's ID given each row of ``src`` (the encoder
-    input), ``make_step(src_chunk)`` giving the step function of a chunk of rows.  Items that
-    share an ID share its score (the harness's tie-break orders them)."""
-    children = trie_children(trie) if children is None else children
-    widest = max([1] + [len(p) for p, _ in children])
-    per_call = max(1, rows // widest)
-    out = []
-    for start in range(0, len(src), per_call):
-        chunk = src[start : start + per_call]
-        out.append(exact_leaf_scores(make_step(chunk), trie, len(chunk), children)[:, leaf_of_item])
+    input), -inf below a pruned prefix (``bound``, (B,), default none: the whole trie);
+    ``make_step(src_rows)`` gives the step function of some rows.  Items that share an ID share
+    its score (the harness's tie-break orders them).  Users go through in groups, halved when a
+    group's live prefixes exceed ``rows`` and doubled again after a group that fits."""
+    bound = torch.full((len(src),), -torch.inf, device=src.device) if bound is None else bound
+    widest = max(len(t) for t in trie.transitions[1:]) if trie.levels > 1 else 1
+    per_call = max(1, rows // (widest if bool(torch.isinf(bound).any()) else 4 * DEPTH))
+    out, start = [], 0
+    while start < len(src):
+        part = slice(start, start + per_call)
+        leaves = exact_leaf_scores(make_step(src[part]), trie, bound[part], rows)
+        if leaves is None:
+            per_call = max(1, per_call // 2)
+            continue
+        out.append(leaves[:, leaf_of_item])
+        start += len(leaves)
+        per_call = min(per_call * 2, max(1, rows // DEPTH))
     return torch.cat(out) if out else torch.zeros(0, len(leaf_of_item), device=src.device)
+
+
+def beam_bound(scores: torch.Tensor, depth: int = DEPTH) -> torch.Tensor:
+    """(B,) from a beam's (B, K) summed scores, best first (-inf = an empty slot): the score of its
+    ``depth``-th ID, which at least ``depth`` items reach; -inf where it found fewer IDs."""
+    if scores.shape[1] < depth:
+        return torch.full((len(scores),), -torch.inf, device=scores.device)
+    return scores[:, depth - 1].float()
 
 
 def leaf_of_items(trie: PrefixTrie) -> torch.Tensor:
@@ -100,6 +143,7 @@ class BeamRecall:
         self.n_users = n_users
         self.keys: torch.Tensor | None = None
         self.lists: torch.Tensor | None = None
+        self.bounds: torch.Tensor | None = None  # per user, a score that DEPTH of the listed items reach (-inf: none)
         self.width = 0  # the decoder's beam when the lists were made
         self.counts = {"users": 0, "found": 0, "found_top": 0}
 
@@ -111,13 +155,24 @@ class BeamRecall:
             key = torch.where(col >= 0, (key * 1_000_003 + col + 1) % (2**61 - 1), key)
         return key
 
-    def remember(self, batch: EvalBatch, items: torch.Tensor, width: int) -> None:
+    def remember(self, batch: EvalBatch, items: torch.Tensor, width: int, bound: torch.Tensor | None = None) -> None:
+        """Keep the batch's lists (B, k), made with ``width``, and each row's ``bound`` (see
+        :func:`beam_bound`; None = no bound)."""
         if self.lists is None or self.lists.shape[1] != items.shape[1]:
             self.keys = torch.full((self.n_users,), -1, dtype=torch.long, device=items.device)
             self.lists = torch.full((self.n_users, items.shape[1]), -1, dtype=torch.long, device=items.device)
+            self.bounds = torch.full((self.n_users,), -torch.inf, device=items.device)
         self.keys[batch.users] = self.history_key(batch.history)
         self.lists[batch.users] = items
+        self.bounds[batch.users] = -torch.inf if bound is None else bound.float()
         self.width = int(width)
+
+    def bound_for(self, batch: EvalBatch) -> torch.Tensor:
+        """(B,) the remembered bound of each row whose list was made for this very history, else -inf."""
+        if self.bounds is None:
+            return torch.full((len(batch.users),), -torch.inf, device=batch.users.device)
+        same = self.keys[batch.users] == self.history_key(batch.history)
+        return torch.where(same, self.bounds[batch.users], -torch.inf)
 
     def compare(self, batch: EvalBatch, scores: torch.Tensor) -> None:
         if self.lists is None:

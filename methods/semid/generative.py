@@ -58,7 +58,7 @@ from bench.errors import UserError
 from bench.method import EvalBatch, Method
 from bench.training import train
 from methods.semid.beam import BeamResult, PrefixTrie, beam_search
-from methods.semid.exact import BeamRecall, exact_item_scores, leaf_of_items, trie_children
+from methods.semid.exact import DEPTH, BeamRecall, beam_bound, exact_item_scores, leaf_of_items
 from bench.semantic_ids import SemanticIDs
 from methods.semid.seq2seq import Seq2Seq, Seq2SeqConfig
 
@@ -243,7 +243,6 @@ class GenerativeMethod(Method):
         self.user_offset = N_SPECIAL + ids.vocab_size
         self.trie = PrefixTrie.build(ids, dev)
         self.leaf_of_item = leaf_of_items(self.trie)
-        self.trie_children = trie_children(self.trie)
 
     def make_model(self, vocab_size: int) -> Seq2Seq:
         """The recommender (hook: a subclass may return a Seq2Seq with extra heads)."""
@@ -388,7 +387,7 @@ class GenerativeMethod(Method):
         B, beam = len(batch.users), self._decoding_beam
         src = self.encoder_input(batch.users, batch.history)
         res = self.search(batch, src, beam, k)
-        self.beam_recall.remember(batch, res.items, beam)
+        self.beam_recall.remember(batch, res.items, beam, beam_bound(res.scores))
         g = self._gen
         g["users"] += B
         g["slots"] += B * beam
@@ -405,13 +404,22 @@ class GenerativeMethod(Method):
 
     @torch.no_grad()
     def score(self, batch: EvalBatch) -> torch.Tensor:
-        """(B, n_items) log-likelihood of every item's full ID given the history (``decode = "exact"``)."""
+        """(B, n_items) log-likelihood of every item's full ID given the history (``decode = "exact"``),
+        exact for every item within each user's top :data:`methods.semid.exact.DEPTH` (the harness's
+        ranking depth); branch and bound cuts the rest to -inf.  The bound is the worst score of
+        this history's headline beam when that had at least DEPTH IDs (the pass after the headline
+        costs no beam), else of a beam of DEPTH run here."""
         src = self.encoder_input(batch.users, batch.history)
+        bound = self.beam_recall.bound_for(batch)
+        missing = torch.isinf(bound)
+        if bool(missing.any()):
+            sub = EvalBatch(batch.users[missing], batch.history[missing], batch.lengths[missing])
+            bound[missing] = beam_bound(self.search(sub, src[missing], DEPTH, DEPTH).scores)
 
-        def make_step(chunk: torch.Tensor):
-            return seq2seq_step(self.model, chunk, self.level_offsets, self.semantic_ids.sizes, bf16=self.decode_bf16)
+        def make_step(rows: torch.Tensor):
+            return seq2seq_step(self.model, rows, self.level_offsets, self.semantic_ids.sizes, bf16=self.decode_bf16)
 
-        scores = exact_item_scores(make_step, src, self.trie, self.leaf_of_item, self.trie_children)
+        scores = exact_item_scores(make_step, src, self.trie, self.leaf_of_item, bound)
         self.beam_recall.compare(batch, scores)
         return scores
 
