@@ -50,22 +50,25 @@ BOUND_SLACK = 1e-2  # relative and absolute (bf16 decoding on CUDA rounds to ~1e
 
 
 @torch.no_grad()
-def exact_leaf_scores(step: StepFn, trie: PrefixTrie, bound: torch.Tensor, max_rows: int | None = None) -> torch.Tensor | None:
+def exact_leaf_scores(step: StepFn, trie: PrefixTrie, bound: torch.Tensor, max_rows: int | None = None) -> tuple[torch.Tensor | None, int]:
     """(B, n_leaves) summed log-probabilities of the valid IDs (trie leaves) of ``B = len(bound)``
     rows, -inf for an ID below a pruned prefix; ``step`` as :func:`methods.semid.beam.beam_search`
     takes it, asked at depth d for every live prefix of every row (as if each were a beam).
     ``bound`` (B,): prefixes scoring below a row's bound are not expanded (-inf: none).  Returns
-    None when more than ``max_rows`` (row, prefix) pairs would go through the decoder at once and
-    there is more than one row (the caller splits the rows)."""
+    them with the most live prefixes any row had at a depth; the scores are None when more than
+    ``max_rows`` (row, prefix) pairs would go through the decoder at once and there is more than
+    one row (the caller splits the rows)."""
     B, device = len(bound), trie.leaf_ptr.device
     floor = (bound - BOUND_SLACK * (1 + bound.abs())).unsqueeze(1)  # -inf stays -inf
     scores = torch.zeros(B, 1, device=device)
     nodes = torch.zeros(B, 1, dtype=torch.long, device=device)  # live prefixes at depth d, -1 = an empty slot
     codes = torch.zeros(B, 1, 0, dtype=torch.long, device=device)
     parent = torch.zeros(B, 1, dtype=torch.long, device=device)
+    widest = 1
     for d, table in enumerate(trie.transitions):
+        widest = max(widest, nodes.shape[1])
         if max_rows is not None and B > 1 and B * nodes.shape[1] > max_rows:
-            return None
+            return None, widest
         logp = step(d, codes, parent).float()  # (B, K, size)
         K, size = logp.shape[1], logp.shape[2]
         child = table[nodes.clamp_min(0)].long()  # (B, K, size)
@@ -85,7 +88,7 @@ def exact_leaf_scores(step: StepFn, trie: PrefixTrie, bound: torch.Tensor, max_r
         codes = torch.cat([codes.gather(1, parent.unsqueeze(-1).expand(-1, -1, d)), code.unsqueeze(-1)], -1)
     out = torch.full((B, trie.n_leaves + 1), -torch.inf, device=device)
     out.scatter_(1, torch.where(nodes >= 0, nodes, trie.n_leaves), scores)  # empty slots land in the extra column
-    return out[:, :-1]
+    return out[:, :-1], widest
 
 
 def exact_item_scores(make_step: Callable[[torch.Tensor], StepFn], src: torch.Tensor, trie: PrefixTrie, leaf_of_item: torch.Tensor,
@@ -93,21 +96,23 @@ def exact_item_scores(make_step: Callable[[torch.Tensor], StepFn], src: torch.Te
     """(B, n_items) log-likelihood of every item's ID given each row of ``src`` (the encoder
     input), -inf below a pruned prefix (``bound``, (B,), default none: the whole trie);
     ``make_step(src_rows)`` gives the step function of some rows.  Items that share an ID share
-    its score (the harness's tie-break orders them).  Users go through in groups, halved when a
-    group's live prefixes exceed ``rows`` and doubled again after a group that fits."""
+    its score (the harness's tie-break orders them).  Users go through in groups sized by the
+    most live prefixes a row had so far (``rows`` / that); a group that overflows is redone smaller."""
     bound = torch.full((len(src),), -torch.inf, device=src.device) if bound is None else bound
-    widest = max(len(t) for t in trie.transitions[1:]) if trie.levels > 1 else 1
-    per_call = max(1, rows // (widest if bool(torch.isinf(bound).any()) else 4 * DEPTH))
+    if bool(torch.isinf(bound).any()):
+        widest = max(len(t) for t in trie.transitions)
+    else:
+        widest = DEPTH
     out, start = [], 0
     while start < len(src):
+        per_call = max(1, rows // widest)
         part = slice(start, start + per_call)
-        leaves = exact_leaf_scores(make_step(src[part]), trie, bound[part], rows)
+        leaves, seen = exact_leaf_scores(make_step(src[part]), trie, bound[part], rows)
+        widest = max(widest, seen) if leaves is None else seen
         if leaves is None:
-            per_call = max(1, per_call // 2)
             continue
         out.append(leaves[:, leaf_of_item])
         start += len(leaves)
-        per_call = min(per_call * 2, max(1, rows // DEPTH))
     return torch.cat(out) if out else torch.zeros(0, len(leaf_of_item), device=src.device)
 
 
