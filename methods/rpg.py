@@ -168,6 +168,8 @@ def opq_index(dim: int, digits: int, bits: int):
     coarse = faiss.IndexFlatIP(dim)
     ivf = faiss.IndexIVFPQ(coarse, dim, 1, digits, bits, faiss.METRIC_INNER_PRODUCT)
     ivf.do_polysemous_training = bits == 8  # as the factory does for 8-bit codes (it permutes each codebook's code numbers)
+    for pq in (rotation_pq, ivf.pq):  # below 39 points per centroid faiss only prints a warning per k-means: say it once instead
+        pq.cp.min_points_per_centroid = 1
     index = faiss.IndexPreTransform(opq, ivf)
     index.referenced_objects = [rotation_pq, coarse, ivf, opq]  # faiss holds raw pointers to these: keep them alive
     return index
@@ -204,7 +206,8 @@ def opq_ids(embeddings: np.ndarray, train_items: np.ndarray, cfg: RPGConfig, thr
     ids = faiss.rev_swig_ptr(lists.get_ids(0), size).copy()
     codes = np.zeros((n, cfg.n_digits), dtype=np.int64)
     codes[ids] = unpack_codes(raw, cfg.n_digits, bits)
-    facts.update(factory=factory, trained_on_items=int(len(train)), seconds=time.perf_counter() - t0)
+    facts.update(factory=factory, trained_on_items=int(len(train)), seconds=time.perf_counter() - t0,
+                 training_points_per_centroid=round(len(train) / cfg.codebook_size, 1))  # faiss asks for 39 or more
     return SemanticIDs(codes, (cfg.codebook_size,) * cfg.n_digits, "opq", {"semantic_levels": cfg.n_digits, **facts})
 
 
