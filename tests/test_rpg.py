@@ -168,3 +168,4 @@ def test_rpg_cpu_preset_is_declared() -> None:
     full, cpu = cls.Config(), resolve_config(cls, "cpu")
     assert cpu.n_digits == full.n_digits and cpu.codebook_size == full.codebook_size  # long IDs kept
     assert cpu.exact_pass and cpu.beam == 100 and cpu.eval_every == 2 and cpu.patience == 3
+    assert cpu.d_model < full.d_model and cpu.warmup_steps < full.warmup_steps and cpu.epochs <= full.epochs
