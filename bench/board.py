@@ -232,6 +232,11 @@ def gap_reason(method: str, provides: frozenset[str], where: str) -> str | None:
     return f"needs {', '.join(INPUTS.get(n, n) for n in missing)}, which {where} lacks" if missing else None
 
 
+def boards_for(results_dir: Path) -> list[Board]:
+    """The boards whose records live in ``results_dir`` (their ``results_dir``, from the current directory)."""
+    return [b for b in map(load_board, board_names()) if Path(b.results_dir).resolve() == Path(results_dir).resolve()]
+
+
 def cells_by_table(boards: list[Board]) -> dict[str, list[Cell]]:
     out: dict[str, list[Cell]] = defaultdict(list)
     for board in boards:

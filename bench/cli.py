@@ -185,9 +185,10 @@ def cmd_run(args) -> int:
           + (f", {counts['busy']} left to another worker" if counts["busy"] else "")
           + (f", {counts['failed']} FAILED" if counts["failed"] else "") + f", under {settings.results_dir}/")  # fmt: skip
     if args.leaderboard:
+        from bench.board import boards_for
         from bench.leaderboard import write_leaderboard
 
-        write_leaderboard(settings.results_dir, Path(args.leaderboard))
+        write_leaderboard(settings.results_dir, Path(args.leaderboard), boards_for(settings.results_dir))
         print(f"leaderboard regenerated: {args.leaderboard}")
     return 1 if counts["failed"] else 0
 
@@ -315,18 +316,20 @@ def _list_boards() -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    from bench.leaderboard import render_leaderboard, write_leaderboard
+    from bench.board import boards_for, load_board
+    from bench.leaderboard import stale, write_leaderboard
 
-    out = Path(args.output)
+    out, results_dir = Path(args.output), Path(args.results_dir)
+    boards = [load_board(b) for b in args.board] if args.board else boards_for(results_dir)
     if args.check:
-        expected = render_leaderboard(Path(args.results_dir))
-        if not out.is_file() or out.read_text() != expected:
-            print(f"{out} is stale: run `python -m bench leaderboard` and commit it", file=sys.stderr)
+        problems = stale(results_dir, out, boards)
+        if problems:
+            print(f"stale: {', '.join(problems)}: run `python -m bench leaderboard` and commit it", file=sys.stderr)
             return 1
         print(f"{out} is up to date")
         return 0
-    write_leaderboard(Path(args.results_dir), out)
-    print(f"wrote {out}")
+    write_leaderboard(results_dir, out, boards)
+    print(f"wrote {out}" + (f" (board {', '.join(b.name for b in boards)})" if boards else ""))
     return 0
 
 
@@ -422,7 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="regenerate leaderboard.md from the results directory")
     lb.add_argument("--results-dir", default="results")
     lb.add_argument("--output", default="leaderboard.md")
-    lb.add_argument("--check", action="store_true", help="exit 1 when the file is not what would be generated")
+    lb.add_argument("--check", action="store_true", help="exit 1 when the file (or a figure's data) is not what would be generated")
+    lb.add_argument("--board", action="append", default=None,
+                    help="a board whose tables and coverage to show (repeatable; default: the boards whose results_dir is --results-dir)")
     lb.set_defaults(func=cmd_leaderboard)
 
     c = sub.add_parser("compare", help="regression check of a candidate results dir against a baseline (exit 1 on a regression), "
