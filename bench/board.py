@@ -98,7 +98,7 @@ def load_board(name: str) -> Board:
     if not path.is_file():
         if name.endswith(".toml"):
             raise UserError(f"board file {path}: no such file")
-        raise did_you_mean(name, board_names(), f"board (a file boards/<name>.toml in {BOARDS_DIR.parent})")
+        raise UserError(f"{did_you_mean(name, board_names(), 'board')} (A board is a file boards/<name>.toml in {BOARDS_DIR.parent}.)")
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
@@ -123,7 +123,7 @@ def load_board(name: str) -> Board:
 def _known_keys(table: dict, keys: tuple[str, ...], where: str) -> None:
     for key in table:
         if key not in keys:
-            raise did_you_mean(key, keys, f"field in {where}:")
+            raise UserError(f"{where}: {did_you_mean(key, keys, 'field')}")
 
 
 def _text(table: dict, key: str, where: str) -> str:

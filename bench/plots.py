@@ -59,8 +59,9 @@ def draw_cost(data: dict):
             (x, dx), (y, dy) = p[key], p["ndcg@10"]
             ax.errorbar([x], [y], xerr=[dx or 0.0], yerr=[dy or 0.0], fmt="o", color=color, ms=4, capsize=2, lw=0.8)
             ax.annotate(p["method"], (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
-        ax.set_xscale("log")
-        ax.set_xlabel(label)
+        positive = all(p[key][0] > 0 for p in data["points"])
+        ax.set_xscale("log" if positive else "linear")  # a zero (pop's fit time may round to it) has no place on a log axis
+        ax.set_xlabel(label if positive else label.replace(" (log scale)", ""))
         ax.grid(True, which="major", alpha=0.3)
     axes[0].set_ylabel("NDCG@10 (mean ± sd over seeds)")
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=t) for c, t in (("tab:blue", "scores the catalog"),
