@@ -80,7 +80,7 @@ PUBLISHED: tuple[Published, ...] = (
     Published("beauty", ("lightgcn",), "LightGCN", LETTER, _m(0.0305, 0.0194, 0.0511, 0.0260), "masked"),
     Published("beauty", ("p5-cid",), "P5-CID", LETTER, _m(0.0400, 0.0274, 0.0590, 0.0335), "headline"),
     Published("beauty", ("letter-base",), "TIGER (LETTER's 4x256 tokenizer, row 0)", LETTER, _m(0.0395, 0.0262, 0.0610, 0.0331), "headline"),
-    Published("beauty", ("letter-tiger",), "LETTER-TIGER", LETTER, _m(0.0431, 0.0286, 0.0672, 0.0364), "headline"),
+    Published("beauty", ("letter-tiger", "tiger-letterindex"), "LETTER-TIGER", LETTER, _m(0.0431, 0.0286, 0.0672, 0.0364), "headline"),
     Published("beauty", ("lc-rec",), "LC-Rec (LLaMA-7B)", LETTER, _m(0.0443, 0.0311, 0.0642, 0.0374), "headline"),
     Published("beauty", ("bloger",), "BLOGER", BLOGER, _m(0.0444, 0.0293, 0.0654, 0.0361), "headline"),
     # TIGER, Table 1, Sports and Outdoors and Toys and Games (its P5, FDSA and S3-Rec rows have no method here)
