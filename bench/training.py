@@ -181,4 +181,5 @@ def train(ctx: Context, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     for _ in selection:
         selection.losses.append(round(run_epoch(ctx, model, optimizer, loss_fn, batches(), grad_clip, scheduler, after_step), 5))
         ctx.info["train_loss_curve"] = selection.losses
+    ctx.info["train_loss_curve"] = selection.losses  # also for a loop a resumed run found ended (it runs no epoch)
     return selection.losses
