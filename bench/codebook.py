@@ -98,8 +98,9 @@ def utilization(ids: SemanticIDs, semantic_levels: int | None = None) -> dict[st
     }
 
 
-def plot_first_level(stats: dict[str, Any], path: str | Path) -> Path:
-    """A PNG of the items per first-level code, sorted (most used first), entropy in the title."""
+def plot_first_level(stats: dict[str, Any], path: str | Path, run: str = "") -> Path:
+    """A PNG of the items per first-level code, sorted (most used first), entropy in the title;
+    ``run`` names the run it belongs to (e.g. ``scientific@cpu tiger seed 0``), first in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,7 +116,7 @@ def plot_first_level(stats: dict[str, Any], path: str | Path) -> Path:
     ax.set_ylabel("items")
     norm = first["entropy_normalized"]
     ax.set_title(
-        f"{stats.get('source', '')}: {first['used']}/{first['size']} first-level codes used, "
+        (f"{run}\n" if run else "") + f"{stats.get('source', '')}: {first['used']}/{first['size']} first-level codes used, "
         f"entropy {first['entropy_bits']:.2f} bits" + (f" ({norm:.2f} of max)" if norm is not None else ""),
         fontsize=9,
     )

@@ -12,9 +12,10 @@ class UserError(Exception):
     """
 
 
-def did_you_mean(name: str, choices, what: str) -> UserError:
-    """An error for an unknown ``name`` that suggests the closest choices."""
+def did_you_mean(name: str, choices, what: str, where: str = "") -> UserError:
+    """An error for an unknown ``name`` that suggests the closest choices: ``unknown <what>
+    <name><where>. Did you mean ...? Available: ...``."""
     choices = sorted(choices)
     close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    return UserError(f"unknown {what} {name!r}.{hint} Available: {', '.join(choices)}.")
+    return UserError(f"unknown {what} {name!r}{where}.{hint} Available: {', '.join(choices)}.")

@@ -20,6 +20,7 @@ so that two workers (or two invocations) never make them at once.  Claims on eac
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing as mp
 import os
 import statistics
@@ -33,43 +34,122 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from bench.errors import UserError
-from bench.results import Claim, claim_path, is_complete
+from bench.results import Claim, claim_path
 from bench.runner import RunConfig, RunOutcome, RunSpec, run_one
 
 
 def build_specs(datasets: Iterable[str], methods: Iterable[str], seeds: Iterable[int], settings: RunConfig) -> list[RunSpec]:
-    return [RunSpec(d, m, s, settings) for d in datasets for m in methods for s in seeds]
+    return [RunSpec(d, m, s, settings_for(d, settings)) for d in datasets for m in methods for s in seeds]
+
+
+def settings_for(dataset: str, settings: RunConfig) -> RunConfig:
+    """The grid's settings as they apply to ``dataset``: an ``--eval-users`` sample at least as
+    large as the dataset's users is every user, so those runs are not labelled a sample."""
+    from bench.data.registry import DATASETS
+
+    counts = getattr(DATASETS.get(dataset), "counts", None)
+    if settings.eval_users and counts is not None and settings.eval_users >= counts.users:
+        return replace(settings, eval_users=0)
+    return settings
 
 
 # ---- the plan -------------------------------------------------------------------------------
+CURATED_RESULTS = Path(__file__).resolve().parent.parent / "results"  # the committed records of a checkout
+LONG_PLAN_HOURS = 4.0  # a plan longer than this (per job) says how to make it shorter
+
+
 @dataclass
 class Estimate:
-    seconds: float | None  # mean wall time (fit + test) of earlier records, None when there are none
-    basis: str  # which records, e.g. "3 earlier records (cpu), same variant"
+    seconds: float | None  # expected wall time (fit + test), None when nothing measured comes close
+    basis: str  # which records, e.g. "3 earlier record(s) on Intel Xeon, same variant"
+    other_settings: bool = False  # drawn from records of another variant (e.g. a reduced preset)
 
 
-def estimate(spec: RunSpec, _cache: dict | None = None) -> Estimate:
-    """Expected wall time of ``spec`` from earlier records of the same method and dataset
-    in its results directory: the same variant when there are such, else any variant."""
-    root = Path(spec.settings.results_dir)
-    found: dict[str, list[tuple[float, str]]] = defaultdict(list)
-    for path in root.glob(f"{spec.dataset}*/{spec.method}/seed*.json"):
-        table = path.parent.parent.name
-        if table != spec.dataset and not table.startswith(spec.dataset + "@"):
+def _train_interactions(dataset: str) -> int | None:
+    """Training interactions of a registered dataset (all but each user's last two), from the
+    registry's counts: what a run's time scales with, known without loading the data."""
+    from bench.data.registry import DATASETS
+
+    spec = DATASETS.get(dataset)
+    counts = getattr(spec, "counts", None)
+    return counts.interactions - 2 * counts.users if counts else None
+
+
+_MEASURED: dict[tuple[str, ...], list[dict]] = {}  # per process: the records a plan reads, by results dirs
+
+
+def _measured(roots: tuple[Path, ...]) -> list[dict]:
+    """The timing of every readable record under ``roots`` (the run's results dir, then the
+    curated ``results/``; a record found in both counts once, by run id), read once per process."""
+    key = tuple(str(Path(r).resolve()) for r in roots)
+    if key in _MEASURED:
+        return _MEASURED[key]
+    rows, seen = [], set()
+    for root in roots:
+        for path in sorted(Path(root).glob("*/*/seed*.json")):
+            try:
+                rec = json.loads(path.read_text())
+                e, protocol = rec["efficiency"], rec.get("protocol", {})
+                seconds = float(e["fit_seconds"]) + float(e.get("test_seconds") or 0.0)
+                info = rec.get("dataset_info", {})
+                interactions = int(info["interactions"]) - 2 * int(info["users"])
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue
+            if rec.get("run_id") in seen:
+                continue
+            seen.add(rec.get("run_id"))
+            rows.append({"dataset": rec["dataset"], "method": rec["method"], "variant": protocol.get("variant", ""),
+                         "seconds": seconds, "interactions": interactions,
+                         "cpu": rec.get("provenance", {}).get("hardware", {}).get("cpu", "?")})  # fmt: skip
+    _MEASURED[key] = rows
+    return rows
+
+
+def estimate(spec: RunSpec) -> Estimate:
+    """Expected wall time of ``spec`` from earlier records of the same method, read from its
+    results directory and the curated ``results/``, preferring records made on this machine's
+    CPU model:
+
+    1. the same dataset and variant: their mean;
+    2. else the same variant on the nearest measured dataset (by training interactions), scaled
+       by the ratio of training interactions ("scaled from scientific");
+    3. else another variant of the method (e.g. ``@cpu`` records for a run at the defaults), the
+       same way, marked as drawn from other settings: a reduced preset's time is a lower bound
+       for the defaults, and the defaults' an upper bound for a preset.
+    """
+    from bench.provenance import cpu_name
+
+    roots = tuple(dict.fromkeys(p for p in (Path(spec.settings.results_dir), CURATED_RESULTS) if p.is_dir()))
+    rows = [r for r in _measured(roots) if r["method"] == spec.method]
+    here = cpu_name()
+    if any(r["cpu"] == here for r in rows):
+        rows, machine = [r for r in rows if r["cpu"] == here], "this CPU model"
+    else:
+        machine = "other machines"
+    variant = spec.settings.variant
+    target = _train_interactions(spec.dataset)
+    for same_variant in (True, False):
+        pool = [r for r in rows if (r["variant"] == variant) == same_variant]
+        if not pool:
             continue
-        try:
-            e = json.loads(path.read_text())["efficiency"]
-            seconds = float(e["fit_seconds"]) + float(e.get("test_seconds") or 0.0)
-        except (OSError, ValueError, KeyError, TypeError):
+        if not same_variant:
+            variants = ", ".join(sorted({f"@{r['variant']}" if r["variant"] else "defaults" for r in pool}))
+        what = "same variant" if same_variant else f"from {variants}: other settings"
+        same = [r for r in pool if r["dataset"] == spec.dataset]
+        if same:
+            seconds = statistics.fmean(r["seconds"] for r in same)
+            return Estimate(seconds, f"{len(same)} earlier record(s) on {machine}, {what}", not same_variant)
+        if target is None:
             continue
-        found[table].append((seconds, str(e.get("device", "?"))))
-    table = f"{spec.dataset}@{spec.settings.variant}" if spec.settings.variant else spec.dataset
-    same = found.get(table)
-    rows, basis = (same, "same variant") if same else ([r for rs in found.values() for r in rs], "other variants")
-    if not rows:
-        return Estimate(None, "no earlier record")
-    devices = ", ".join(sorted({d for _, d in rows}))
-    return Estimate(statistics.fmean(s for s, _ in rows), f"{len(rows)} earlier record(s) on {devices}, {basis}")
+        by_dataset: dict[str, list[dict]] = defaultdict(list)
+        for r in pool:
+            by_dataset[r["dataset"]].append(r)
+        nearest = min(by_dataset, key=lambda d: (abs(math.log(by_dataset[d][0]["interactions"] / target)), d))
+        group = by_dataset[nearest]
+        seconds = statistics.fmean(r["seconds"] * target / r["interactions"] for r in group)
+        return Estimate(seconds, f"scaled from {nearest} by training interactions ({len(group)} record(s) on {machine}, {what})",
+                        not same_variant)  # fmt: skip
+    return Estimate(None, "no earlier record of this method")
 
 
 def _fmt_seconds(s: float | None) -> str:
@@ -82,14 +162,37 @@ def _fmt_seconds(s: float | None) -> str:
     return f"{s / 3600:.1f}h"
 
 
-def plan_text(specs: list[RunSpec], datasets_status: dict[str, str]) -> tuple[str, list[RunSpec]]:
-    """The plan printed before any work, and the pending runs, longest expected first."""
-    pending, skipped, busy = [], [], []
+def check_conflicts(specs: list[RunSpec]) -> None:
+    """Stop before any work when a run's record exists but was made with other settings (its
+    config, preset, tag, protocol or precision): one line naming the differing fields, and the
+    two ways on (``--tag``, ``--overwrite``)."""
+    from bench.runner import conflict_message, existing_record, settings_conflict
+
+    clashes = [s for s in specs if not s.settings.overwrite and existing_record(s) == "other"]
+    if clashes:
+        first = clashes[0]
+        more = f" (and {len(clashes) - 1} more run(s) alike: {', '.join(s.label for s in clashes[1:4])}{', ...' if len(clashes) > 4 else ''})"
+        raise UserError(conflict_message(first, settings_conflict(first, json.loads(first.path.read_text())))
+                        + (more if len(clashes) > 1 else ""))  # fmt: skip
+
+
+def plan_text(specs: list[RunSpec], datasets_status: dict[str, str], jobs: int = 1) -> tuple[str, list[RunSpec]]:
+    """The plan printed before any work, and the pending runs, longest expected first.
+
+    A record that exists but cannot be read is named and redone; one made with other settings
+    is an error (:func:`check_conflicts`, which the caller runs first)."""
+    from bench.results import record_problem
+
+    pending, skipped, busy, corrupt = [], [], [], []
     for spec in specs:
         path = spec.path
-        if is_complete(path) and not spec.settings.overwrite:
+        problem = record_problem(path)
+        if problem is None and not spec.settings.overwrite:
             skipped.append(spec)
-        elif claim_path(path).exists() and not Claim(claim_path(path), spec.settings.claim_stale_after).stale():
+            continue
+        if problem not in (None, "missing"):
+            corrupt.append((spec, problem))
+        if claim_path(path).exists() and not Claim(claim_path(path), spec.settings.claim_stale_after).stale():
             busy.append(spec)
         else:
             pending.append(spec)
@@ -102,22 +205,28 @@ def plan_text(specs: list[RunSpec], datasets_status: dict[str, str]) -> tuple[st
              + f"; results under {settings.results_dir}/" + (f" (variant {settings.variant})" if settings.variant else "")]  # fmt: skip
     for name, status in datasets_status.items():
         lines.append(f"  dataset {name}: {status}")
+    for spec, problem in corrupt:
+        lines.append(f"  {spec.label}: the record at {spec.path} cannot be read ({problem}); it will be redone")
     groups: dict[tuple[str, str], list[RunSpec]] = defaultdict(list)
     for spec in pending:
         groups[(spec.dataset, spec.method)].append(spec)
-    total, unknown = 0.0, 0
+    total, unknown, borrowed = 0.0, 0, 0
     for (dataset, method), group in sorted(groups.items()):
         est = estimates[id(group[0])]
         seeds = ",".join(str(s.seed) for s in sorted(group, key=lambda s: s.seed))
-        each = _fmt_seconds(est.seconds)
-        lines.append(f"  {dataset} {method} seed(s) {seeds}: about {each} each ({est.basis})")
+        lines.append(f"  {dataset} {method} seed(s) {seeds}: about {_fmt_seconds(est.seconds)} each ({est.basis})")
         if est.seconds is None:
             unknown += len(group)
         else:
             total += est.seconds * len(group)
+            borrowed += len(group) if est.other_settings else 0
     if pending:
         lines.append(f"  expected: {_fmt_seconds(total)} of run time in all" + (f", plus {unknown} run(s) with no estimate" if unknown else "")
-                     + " (sequential; divide by --jobs when running in parallel)")  # fmt: skip
+                     + (f" ({borrowed} of the estimates drawn from records made with other settings)" if borrowed else "")
+                     + (" (sequential; divide by --jobs when running in parallel)" if jobs == 1 else f", about {_fmt_seconds(total / jobs)} with --jobs {jobs}"))  # fmt: skip
+        if total / jobs > LONG_PLAN_HOURS * 3600:
+            lines.append(f"  that is more than {LONG_PLAN_HOURS:.0f} hours on this machine: a reduced model (--preset cpu, see `bench list`), "
+                         "more runs at once (--jobs N), or a cluster (--executor slurm) make it shorter")  # fmt: skip
     return "\n".join(lines), pending
 
 
@@ -186,6 +295,25 @@ def prepare(specs: list[RunSpec], optional: bool = False, log=print) -> list[Run
 
 
 # ---- local engines --------------------------------------------------------------------------
+def guarded_run(spec: RunSpec) -> RunOutcome:
+    """:func:`run_one`, with a failure confined to its run: a user error is its one line, any
+    other exception is printed with its traceback (a bug to report) and the grid goes on.
+    Ctrl-C and SIGTERM still stop everything (KeyboardInterrupt passes through)."""
+    try:
+        return run_one(spec)
+    except UserError as exc:
+        return RunOutcome(spec, "failed", spec.path, message=f"error: {exc}")
+    except Exception as exc:  # noqa: BLE001 -- reported, and the grid goes on with its other runs
+        traceback.print_exc()
+        return RunOutcome(spec, "failed", spec.path, message=f"{type(exc).__name__}: {exc}")
+
+
+def ignore_signal(signum, frame) -> None:
+    """A Python handler that does nothing. Used instead of SIG_IGN once a stop has begun: a signal
+    already pending when the handler changes would otherwise be reported by Python as
+    "OSError: Signal N ignored due to race condition" (an unraisable-exception traceback)."""
+
+
 def _child(spec: RunSpec, gpu: str | None, conn) -> None:
     """Entry point of a worker process: one run, its outcome sent back through ``conn``."""
     import signal
@@ -194,8 +322,8 @@ def _child(spec: RunSpec, gpu: str | None, conn) -> None:
         # Ctrl-C or SIGTERM reaches a worker twice (the terminal or Slurm signals the whole
         # group, then the parent interrupts its workers): the second must not cut short the
         # first's clean-up, which removes the claim and the temporary files.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, ignore_signal)
+        signal.signal(signal.SIGTERM, ignore_signal)
         raise KeyboardInterrupt
 
     # A grid launched with Ctrl-C ignored (`nohup bench run ... &`) ignores it in its workers too,
@@ -206,15 +334,13 @@ def _child(spec: RunSpec, gpu: str | None, conn) -> None:
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     try:
-        out = run_one(spec)
+        out = guarded_run(spec)
         conn.send((out.status, out.seconds, out.message))
-    except UserError as exc:
-        conn.send(("failed", 0.0, f"error: {exc}"))
     except KeyboardInterrupt:
-        conn.send(("failed", 0.0, "interrupted"))
-    except BaseException as exc:  # noqa: BLE001 -- reported to the parent, which goes on with the grid
-        traceback.print_exc()
-        conn.send(("failed", 0.0, f"{type(exc).__name__}: {exc}"))
+        try:
+            conn.send(("failed", 0.0, "interrupted"))
+        except OSError:  # the parent has stopped listening
+            pass
     finally:
         conn.close()
 
@@ -240,7 +366,7 @@ def run_local(specs: list[RunSpec], jobs: int = 1, gpus: list[str] | None = None
     outcomes: list[RunOutcome] = []
     if jobs == 1 and not gpus:
         for spec in specs:
-            out = run_one(spec)
+            out = guarded_run(spec)
             report(out)
             outcomes.append(out)
         return outcomes

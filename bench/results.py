@@ -27,6 +27,7 @@ import secrets
 import socket
 import threading
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,15 +130,43 @@ def rewrite_record(path: Path, record: dict) -> None:
     _atomic(path, lambda f: f.write(text.encode()))
 
 
-def is_complete(path: Path) -> bool:
-    """Both files exist, the JSON parses, and both carry the same run id."""
-    if not path.is_file() or not ranks_path(path).is_file():
-        return False
+REQUIRED_FIELDS = ("dataset", "method", "seed", "metrics")
+# what reading a damaged JSON or npz file can raise (a truncated zip, a wrong type, a missing key)
+_UNREADABLE = (ValueError, OSError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile)
+
+
+def record_problem(path: Path) -> str | None:
+    """Why the record at ``path`` (its JSON and ranks file) cannot be used, or None when it is
+    complete: the JSON is an object with the required fields, the ranks file reads, and both
+    carry the same run id.  A missing JSON is "missing"; anything else names the damage."""
+    if not path.is_file():
+        return "missing"
     try:
         data = json.loads(path.read_text())
-        return data.get("run_id") == ranks_run_id(ranks_path(path))
-    except (ValueError, OSError, KeyError, EOFError):
-        return False
+    except _UNREADABLE as exc:
+        return f"not valid JSON ({type(exc).__name__}: {exc})"
+    if not isinstance(data, dict):
+        return f"not a result record (a JSON {type(data).__name__}, expected an object)"
+    missing = [f for f in REQUIRED_FIELDS if f not in data]
+    if missing:
+        return f"lacks field(s) {', '.join(missing)}"
+    rp = ranks_path(path)
+    if not rp.is_file():
+        return f"its ranks file {rp.name} is missing"
+    try:
+        with np.load(rp) as z:
+            stored = str(z["run_id"]) if "run_id" in z.files else None
+            z["ranks"]  # noqa: B018 -- reads (and so checks) the array
+    except _UNREADABLE as exc:
+        return f"its ranks file {rp.name} is unreadable ({type(exc).__name__}: {exc})"
+    if stored != data.get("run_id"):
+        return f"its ranks file {rp.name} belongs to another run ({stored}, the JSON is {data.get('run_id')})"
+    return None
+
+
+def is_complete(path: Path) -> bool:
+    """Both files exist and read, the JSON is a record, and both carry the same run id."""
+    return record_problem(path) is None
 
 
 def claim_path(record: Path) -> Path:
@@ -193,10 +222,12 @@ class Claim:
             except FileExistsError:
                 if not self.stale():
                     return False
-                try:  # take over: move the stale claim away; of several, one rename wins
-                    os.rename(self.path, temp_name(self.path))
+                moved = temp_name(self.path)
+                try:  # take over: move the stale claim away (of several, one rename wins), then delete it
+                    os.rename(self.path, moved)
                 except FileNotFoundError:
                     pass
+                moved.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w") as f:
                 json.dump({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}, f)
@@ -240,6 +271,20 @@ class Record:
     def key(self) -> tuple[str, str, int]:
         return self.table, self.data["method"], int(self.data["seed"])
 
+    def users(self) -> np.ndarray:
+        """The users (dataset user indices) whose test ranks this record holds, in the order of
+        :meth:`ranks`: the sample stored beside the ranks for an ``--eval-users`` record; for a
+        record of every user, all users in index order (each user of these datasets is
+        evaluated). An error when the record cannot say which users its ranks belong to."""
+        with np.load(ranks_path(self.path)) as z:
+            if "users" in z.files:
+                return z["users"].astype(np.int64)
+            n = len(z["ranks"])
+        if self.data.get("dataset_info", {}).get("users") != n:
+            raise UserError(f"{self.path}: its {n} ranks are not one per user of the dataset and it stores no user list; "
+                            "cannot restrict it to other users")
+        return np.arange(n, dtype=np.int64)
+
     def ranks(self) -> np.ndarray:
         """The per-user ranks; an error when the ranks file belongs to another run than the JSON."""
         with np.load(ranks_path(self.path)) as z:
@@ -250,19 +295,22 @@ class Record:
             return z["ranks"].astype(np.int64)
 
 
-def load_records(results_dir: Path) -> list[Record]:
-    """Every complete record under ``results_dir``, in a deterministic order."""
+def load_records(results_dir: Path, refused: list[tuple[Path, str]] | None = None) -> list[Record]:
+    """Every complete record under ``results_dir``, in a deterministic order.
+
+    A record that cannot be used (:func:`record_problem`: damaged JSON, a broken or foreign ranks
+    file) is never included: with ``refused`` given, it is appended there as ``(path, reason)``;
+    without, it is an error that names the file."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise UserError(f"results directory {results_dir} does not exist")
     out = []
     for path in sorted(results_dir.glob("*/*/seed*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except ValueError as exc:
-            raise UserError(f"{path}: not a valid result record ({exc}); delete it and re-run") from None
-        missing = {"dataset", "method", "seed", "metrics"} - set(data)
-        if missing:
-            raise UserError(f"{path}: result record lacks field(s) {', '.join(sorted(missing))}")
-        out.append(Record(path, data))
+        problem = record_problem(path)
+        if problem is not None:
+            if refused is None:
+                raise UserError(f"{path}: {problem}; re-run it (`bench run ... --overwrite`) or delete it")
+            refused.append((path, problem))
+            continue
+        out.append(Record(path, json.loads(path.read_text())))
     return sorted(out, key=lambda r: r.key)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import random
 import sys
@@ -29,7 +30,7 @@ import torch
 
 from bench import codebook, provenance
 from bench.checkpoint import Checkpointer, checkpoint_path, read_checkpoint
-from bench.config import resolve_config, to_dict
+from bench.config import config_differences, resolve_config, to_dict
 from bench.errors import UserError
 from bench.evaluate import Evaluator
 from bench.method import Context, Method, TrainData, seed_sequence
@@ -345,7 +346,7 @@ def execute(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig, d
         png = codebook_plot_path(path)
         tmp = temp_name(png).with_suffix(".png")
         try:
-            codebook.plot_first_level(record["codebook"], tmp)
+            codebook.plot_first_level(record["codebook"], tmp, run_label(split.dataset.name, method_cls.name, seed, cfg.variant)[1:-1])
             os.replace(tmp, png)
         finally:
             tmp.unlink(missing_ok=True)
@@ -397,31 +398,41 @@ def supplementary_passes(method: Method, test_set: Split, tiebreak, cfg: RunConf
 
 
 def check_results_dir(results_dir: Path) -> None:
-    """Fail before any training when the results directory cannot be created or written
-    (nothing is created here: an existing directory gets a probe file, a missing one needs a
-    writable directory as its nearest existing ancestor)."""
+    """Fail before any training when the results directory cannot be created or written: it is
+    really tried (the missing folders created, a probe file written and removed), and what the
+    check created is removed again, so that nothing is left behind either way (a permission
+    check alone passes on /proc or a read-only mount)."""
     results_dir = Path(results_dir)
 
     def fail(reason: str):
         return UserError(f"--results-dir {results_dir}: cannot be created or written ({reason})")
 
-    if results_dir.exists():
-        if not results_dir.is_dir():
-            raise fail("it is not a directory")
-        probe = temp_name(results_dir / ".write-check")
+    if results_dir.exists() and not results_dir.is_dir():
+        raise fail("it is not a directory")
+    created = []  # the folders this check makes, deepest last
+    folder = results_dir.absolute()
+    while not folder.exists():
+        created.insert(0, folder)
+        folder = folder.parent
+    if not folder.is_dir():
+        raise fail(f"{folder} is not a directory")
+    probe = temp_name(results_dir / ".write-check")
+    try:
+        for d in created:
+            d.mkdir()
+        probe.write_bytes(b"")
+    except OSError as exc:
+        raise fail(exc.strerror or str(exc)) from None
+    finally:
         try:
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise fail(exc.strerror or str(exc)) from None
-        return
-    parent = results_dir.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise fail(f"{parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise fail(f"{parent} is not writable")
+            probe.unlink(missing_ok=True)
+        except OSError:
+            pass
+        for d in reversed(created):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
 
 
 def set_threads(threads: int | None) -> None:
@@ -429,6 +440,47 @@ def set_threads(threads: int | None) -> None:
         if threads < 1:
             raise UserError(f"--threads {threads}: expected a positive integer")
         torch.set_num_threads(threads)
+
+
+def settings_conflict(spec: RunSpec, record: dict) -> list[str]:
+    """How the settings of the existing ``record`` at ``spec.path`` differ from ``spec``'s: one
+    short phrase per differing field (its resolved config, preset, tag, protocol, and precision
+    where one was asked for); empty when the record is what this run would make. A record's
+    identity is its settings, not only its path: a run never stands in for one made otherwise."""
+    from methods import METHODS
+
+    cfg = spec.settings
+    config = resolve_config(METHODS.get(spec.method), cfg.preset, cfg.overrides.get(spec.method, {}))
+    out = [f"{key}: {'unrecorded' if note == 'unrecorded' else recorded} in the record, {here} here"
+           for key, recorded, here, note in config_differences(config, record.get("config", {}))]  # fmt: skip
+    protocol = record.get("protocol", {})
+    for key, here in (("preset", cfg.preset), ("tag", cfg.tag), ("history_masking", cfg.mask_history),
+                      ("select_metric", cfg.select_metric), ("eval_users", cfg.eval_users or None)):  # fmt: skip
+        if key in protocol and protocol[key] != here:
+            out.append(f"{key}: {protocol[key]!r} in the record, {here!r} here")
+    precision = record.get("efficiency", {}).get("precision")
+    if cfg.precision != "auto" and precision and precision != cfg.precision:
+        out.append(f"precision: {precision} in the record, {cfg.precision} here")
+    return out
+
+
+def conflict_message(spec: RunSpec, conflict: list[str]) -> str:
+    return (f"{spec.label}: the existing record {spec.path} was made with other settings ({'; '.join(conflict)}); "
+            "give --tag NAME to keep this run apart (its own table), or --overwrite to replace the record")
+
+
+def existing_record(spec: RunSpec) -> str:
+    """What stands at ``spec.path``: "missing", "same" (a complete record of these settings),
+    "other" (a complete record made with other settings: :func:`settings_conflict`), or
+    "corrupt" (files that cannot be read: redone)."""
+    from bench.results import record_problem
+
+    problem = record_problem(spec.path)
+    if problem == "missing":
+        return "missing"
+    if problem is not None:
+        return "corrupt"
+    return "other" if settings_conflict(spec, json.loads(spec.path.read_text())) else "same"
 
 
 def run_one(spec: RunSpec) -> RunOutcome:
@@ -442,15 +494,22 @@ def run_one(spec: RunSpec) -> RunOutcome:
     from methods import METHODS
 
     cfg, path = spec.settings, spec.path
-    if is_complete(path) and not cfg.overwrite:
-        return RunOutcome(spec, "skipped", path)
+
+    def made_already() -> RunOutcome | None:
+        if cfg.overwrite or not is_complete(path):
+            return None
+        conflict = settings_conflict(spec, json.loads(path.read_text()))
+        return RunOutcome(spec, "failed", path, message=conflict_message(spec, conflict)) if conflict else RunOutcome(spec, "skipped", path)
+
+    if (out := made_already()) is not None:
+        return out
     claim = Claim(claim_path(path), cfg.claim_stale_after)
     if not claim.acquire():
         return RunOutcome(spec, "busy", path, message=f"claimed by {claim.owner()}")
     t0 = time.perf_counter()
     try:
-        if is_complete(path) and not cfg.overwrite:  # finished by another worker between our check and our claim
-            return RunOutcome(spec, "skipped", path)
+        if (out := made_already()) is not None:  # finished by another worker between our check and our claim
+            return out
         set_threads(cfg.threads)
         cls = METHODS.get(spec.method)
         device = resolve_device(cfg.device)

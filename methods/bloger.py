@@ -64,6 +64,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bench.codebook import utilization
+from bench.config import zero_allowed
 from bench.errors import UserError
 from bench.semantic_ids import SemanticIDs
 from methods.letter import LetterConfig, cf_item_embeddings, cpu_preset
@@ -87,7 +88,7 @@ class BLOGERConfig(TIGERConfig):
     meta_every: int = 0  # recommender steps between tokenizer updates; 0 = once per epoch
     token_weight: float = 0.5  # lambda, the weight of the tokenizer's own loss
     surgery: str = "tensor"  # tensor (paper) | row (released code) | off
-    tokenizer_lr: float = 1e-4
+    tokenizer_lr: float = zero_allowed(1e-4)
     tokenizer_weight_decay: float = 1e-4
     virtual_lr: float = 0.0  # eta of the lookahead step; 0 = lr
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from bench.config import zero_allowed
 from bench.errors import UserError
 from methods.last_items import LastItemsMethod, check_loss
 
@@ -28,8 +29,8 @@ from methods.last_items import LastItemsMethod, check_loss
 class CaserConfig:
     dim: int = 50  # paper: d = 50
     max_len: int = 5  # L, the number of recent items read (paper: L = 5)
-    nv: int = 4  # vertical filters (paper and RecBole: 4)
-    nh: int = 16  # horizontal filters per height (paper: 16; RecBole: 8)
+    nv: int = zero_allowed(4)  # vertical filters (paper and RecBole: 4)
+    nh: int = zero_allowed(16)  # horizontal filters per height (paper: 16; RecBole: 8)
     dropout: float = 0.5  # paper: 0.5 (RecBole: 0.4)
     lr: float = 1e-3  # paper and RecBole
     weight_decay: float = 1e-6  # paper's L2 (chosen from {1e-6..1e-1} per dataset; RecBole reg 1e-4)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.config import zero_allowed
 from bench.batching import NegativeSampler, shuffled_batches
 from bench.method import EvalBatch, Method
 from bench.training import adam, train
@@ -28,7 +29,7 @@ from bench.training import adam, train
 @dataclass
 class LightGCNConfig:
     dim: int = 64
-    layers: int = 2  # propagation layers K (0 = plain MF on the ego embeddings)
+    layers: int = zero_allowed(2)  # propagation layers K (0 = plain MF on the ego embeddings)
     lr: float = 1e-3
     reg: float = 1e-4  # L2 on the batch's ego embeddings (paper form, see the module docstring)
     batch_size: int = 2048

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from bench.config import zero_allowed
 from bench.errors import UserError
 from methods.semid.generative import CPU_RECOMMENDER, GenerativeConfig, GenerativeMethod
 from bench.semantic_ids import SemanticIDs
@@ -44,7 +45,7 @@ class TextTokenizerOptions:
     rq_beta: float = 0.25
     rq_lr: float = 1e-3
     rq_weight_decay: float = 1e-4
-    rq_batch_size: int = 1024
+    rq_batch_size: int = zero_allowed(1024)  # 0 = full batch
     rq_epochs: int = 20000
     rq_collisions: str = "count"
     rq_kmeans_init: str = "kmeans"  # codebook initialisation: kmeans (TIGER: plain k-means) | constrained (LETTER) | none

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.batching import last_item_windows
+from bench.config import zero_allowed
 from bench.errors import UserError
 from bench.method import EvalBatch
 from bench.semantic_ids import SemanticIDs
@@ -85,11 +86,11 @@ class UniVAConfig(TIGERConfig):
     # for the HR@100-ValueHR@100 trade-off; the headline and selection use ``beta`` only
     beta_sweep: tuple[float, ...] = ()
     # eCPM-aware RL (GRPO-style), after the supervised stage; 0 epochs = off
-    rl_epochs: int = 10
+    rl_epochs: int = zero_allowed(10)
     rl_patience: int = 3
     rl_group: int = 8  # IDs sampled per training example
     rl_batch_size: int = 64  # training examples per update
-    rl_examples: int = 4096  # training examples per RL epoch (a seeded random subset; 0 = all)
+    rl_examples: int = zero_allowed(4096)  # training examples per RL epoch (a seeded random subset; 0 = all)
     rl_lr: float = 5e-5
     rl_kl: float = 0.05
     alpha: float = 1.0  # reward weight of the target's value

@@ -333,7 +333,9 @@ def test_leaderboard_is_deterministic_and_check(capsys, board: Path, tmp_path: P
         shutil.copy(path.with_name(path.name.replace(".json", ".ranks.npz")), target.with_name(target.name.replace(".json", ".ranks.npz")))
         shutil.copy(path, target)
     assert cli(capsys, "leaderboard", "--results-dir", other, "--output", tmp_path / "lb2.md")[0] == 0
-    assert (tmp_path / "lb2.md").read_text() == first
+    # the banner names the records' directory (it says where the board comes from); the rest is identical
+    assert (tmp_path / "lb2.md").read_text() == first.replace(f"from {board.as_posix()}/", f"from {other.as_posix()}/")
+    assert f"from {board.as_posix()}/" in first.splitlines()[0]
     assert cli(capsys, "leaderboard", "--results-dir", board, "--output", out_file)[0] == 0
     assert out_file.read_text() == first
     assert cli(capsys, "leaderboard", "--results-dir", board, "--output", out_file, "--check")[0] == 0
@@ -377,9 +379,15 @@ def test_leaderboard_names_settings_that_differ_from_the_defaults(capsys, tmp_pa
     assert cli(capsys, "leaderboard", "--results-dir", res, "--output", tmp_path / "lb.md")[0] == 0
     cells = table((tmp_path / "lb.md").read_text(), "d")
     assert cells["pop"]["config ≠ defaults"] == "defaults"
-    assert cells["mf"]["config ≠ defaults"] == "epochs=7, gone=1 (no longer an option), init_std unrecorded, lr=0.005"
+    # seeds made with different settings are never averaged: one row per setting, each naming its own
+    assert "mf" not in cells and "sasrec" not in cells
+    assert cells["mf (settings 1 of 2)"]["config ≠ defaults"] == "epochs=7"
+    assert cells["mf (settings 2 of 2)"]["config ≠ defaults"] == "gone=1 (no longer an option), init_std unrecorded, lr=0.005"
+    assert cells["mf (settings 1 of 2)"]["n"] == cells["mf (settings 2 of 2)"]["n"] == "1"
     assert cells["unregistered"]["config ≠ defaults"] == "method not registered"
-    assert cells["sasrec"]["config ≠ defaults"] == "group_by_length=False (made before the option)"
+    assert cells["sasrec (settings 1 of 2)"]["config ≠ defaults"] == "defaults"
+    assert cells["sasrec (settings 2 of 2)"]["config ≠ defaults"] == "group_by_length=False (made before the option)"
+    assert "Seeds made with different settings are never averaged: `mf`, `sasrec`" in (tmp_path / "lb.md").read_text()
 
 
 def test_leaderboard_lists_supplementary_history_masked_metrics(capsys, tmp_path: Path) -> None:

@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.config import zero_allowed
 from bench.errors import UserError
 from bench.method import TrainData
 from bench.semantic_ids import SemanticIDs
@@ -75,7 +76,7 @@ class RQVAEConfig:
     dropout: float = 0.0
     lr: float = 1e-3  # AdamW (LETTER: lr 1e-3, weight decay 1e-4, batch 1024)
     weight_decay: float = 1e-4
-    batch_size: int = 1024  # 0 = full batch
+    batch_size: int = zero_allowed(1024)  # 0 = full batch
     epochs: int = 20000  # LETTER's and TIGER's tokenizer run 20k epochs; lower it on CPU
     kmeans_init: str = "kmeans"  # kmeans (TIGER) | constrained (LETTER) | none
     kmeans_on: str = "all"  # all | first_batch: the items whose residuals initialise the codebooks
