@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from bench.errors import UserError
-from bench.results import Claim, claim_path
+from bench.results import Claim, claim_path, table_name
 from bench.runner import RunConfig, RunOutcome, RunSpec, run_one
 
 
@@ -209,7 +209,7 @@ def plan_text(specs: list[RunSpec], datasets_status: dict[str, str], jobs: int =
         lines.append(f"  {spec.label}: the record at {spec.path} cannot be read ({problem}); it will be redone")
     groups: dict[tuple[str, str], list[RunSpec]] = defaultdict(list)
     for spec in pending:
-        groups[(spec.dataset, spec.method)].append(spec)
+        groups[(table_name(spec.dataset, spec.settings.variant), spec.method)].append(spec)
     total, unknown, borrowed = 0.0, 0, 0
     for (dataset, method), group in sorted(groups.items()):
         est = estimates[id(group[0])]
@@ -280,8 +280,10 @@ def prepare(specs: list[RunSpec], optional: bool = False, log=print) -> list[Run
             split = leave_one_out(dataset)
             facts = []
             device = resolve_device(settings.device)
-            for cls in dict.fromkeys(METHODS.get(spec.method) for spec in group):
-                config = resolve_config(cls, settings.preset, settings.overrides.get(cls.name, {}))
+            # each method under each preset of this dataset's runs (a board's runs differ in preset)
+            for spec in {(s.method, s.settings.preset): s for s in group}.values():
+                cls = METHODS.get(spec.method)
+                config = resolve_config(cls, spec.settings.preset, spec.settings.overrides.get(cls.name, {}))
                 out = cls.prepare_dataset(train_data(split, settings), config, device)
                 if out:
                     facts.append(f"{cls.name}: " + ", ".join(f"{k} {v}" for k, v in out.items()))

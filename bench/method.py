@@ -109,6 +109,14 @@ class Method(abc.ABC):
     # one core (docs/protocol.md, "Presets").  Records of a preset are kept apart (``<dataset>@<preset>``).
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     footnote: ClassVar[str] = ""  # a caveat the leaderboard prints under every table holding this method
+    # What the method reads beyond interactions (names of ``bench.data.registry.INPUTS``, e.g. "item_text"):
+    # a dataset whose copy lacks one is a declared gap for the method, skipped in plans and on boards.
+    needs: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def missing_inputs(cls, provides) -> list[str]:
+        """The inputs the method needs that a dataset offering ``provides`` lacks (empty: it can run)."""
+        return [n for n in cls.needs if n not in provides]
 
     def __init__(self, config: Any, data: TrainData, ctx: Context):
         self.config = config
