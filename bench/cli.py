@@ -95,6 +95,8 @@ def cmd_run(args) -> int:
         raise UserError(f"--jobs {args.jobs}: expected a positive integer")
     if args.eval_batch_size < 1:
         raise UserError(f"--eval-batch-size {args.eval_batch_size}: expected a positive integer")
+    if args.checkpoint_every < 0:
+        raise UserError(f"--checkpoint-every {args.checkpoint_every:g}: expected minutes >= 0 (0 = no checkpoints)")
     gpus = _gpus(args.gpus)
     if args.select_metric not in METRIC_KEYS:
         raise UserError(f"--select-metric {args.select_metric!r}: expected one of {', '.join(METRIC_KEYS)}")
@@ -158,6 +160,8 @@ def cmd_run(args) -> int:
         progress=tty and not args.quiet,
         log=not tty and not args.quiet,
         overrides=overrides,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
     )
     if board:
         specs = [s for s in board.specs(settings) if s.dataset in datasets and (s.dataset, s.method) not in gaps]
@@ -432,6 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mask-history", action="store_true",
                    help="protocol variant: remove each user's history items from every method's ranking (results kept apart under <dataset>@mask-history)")
     r.add_argument("--overwrite", action="store_true", help="redo runs whose record exists")
+    r.add_argument("--checkpoint-every", type=float, default=10.0, metavar="MIN",
+                   help="minutes between training-state checkpoints (seed<k>.ckpt beside the record, also written on SIGTERM/SIGINT "
+                        "and deleted when the record lands); 0 = none (default: 10)")
+    r.add_argument("--resume", choices=("auto", "force", "off"), default="auto",
+                   help="a checkpoint an interrupted run left: auto = resume from it when its config, code, data and packages "
+                        "match the run's (default), force = resume from it anyway, off = start over")
     r.add_argument("--leaderboard", nargs="?", const="leaderboard.md", default=None, help="regenerate this leaderboard file afterwards")
     r.add_argument("--quiet", action="store_true", help="no progress bars or per-validation log lines")
     r.set_defaults(func=cmd_run)
@@ -508,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        print("interrupted: completed records are kept, nothing partial was written; re-run to resume", file=sys.stderr)
+        print("interrupted: completed records are kept, no partial record was written, runs in training kept a checkpoint "
+              "(unless --checkpoint-every 0); re-run to resume", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
 
 

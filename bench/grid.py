@@ -439,6 +439,27 @@ class SlurmOptions:
         return set(cls.__dataclass_fields__)
 
 
+class RunTask:
+    """What a SLURM array task calls: :func:`bench.runner.run_one`, checkpointable in submitit's
+    sense.  When the job reaches its time limit or is pre-empted, submitit calls
+    :meth:`checkpoint` from its signal handler (SIGUSR2, by default 90 s before the limit): the
+    run's training state as of its last epoch boundary is written (``seed<k>.ckpt``), and the
+    task is requeued with the same spec, which resumes from it.  Submitit then exits the
+    process, which releases the run's claim on the way out."""
+
+    def __call__(self, spec: RunSpec) -> RunOutcome:
+        return run_one(spec)
+
+    def checkpoint(self, spec: RunSpec):
+        import submitit
+
+        from bench.checkpoint import save_active
+
+        for path in save_active():
+            print(f"{spec.label} time limit or pre-emption: checkpoint written to {path}; requeued", file=sys.stderr, flush=True)
+        return submitit.helpers.DelayedSubmission(RunTask(), spec)
+
+
 def run_submitit(specs: list[RunSpec], options: SlurmOptions, cluster: str = "slurm", wait: bool = True, log=print) -> list[RunOutcome]:
     """Submit ``specs`` as one job array through submitit; each array task calls ``run_one``.
     ``cluster="local"`` runs the array on this machine (submitit's LocalExecutor)."""
@@ -459,7 +480,7 @@ def run_submitit(specs: list[RunSpec], options: SlurmOptions, cluster: str = "sl
             params["slurm_array_parallelism"] = options.max_parallel
     params.update(options.extra or {})
     executor.update_parameters(**params)
-    jobs = executor.map_array(run_one, specs)
+    jobs = executor.map_array(RunTask(), specs)  # a time limit or pre-emption checkpoints and requeues (RunTask.checkpoint)
     log(f"submitted {len(jobs)} job(s) to {cluster}" + (f": array {jobs[0].job_id.split('_')[0]}" if jobs else "")
         + f"; logs under {options.folder}/")  # fmt: skip
     if not wait:
