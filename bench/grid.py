@@ -122,16 +122,16 @@ def estimate(spec: RunSpec) -> Estimate:
     roots = tuple(dict.fromkeys(p for p in (Path(spec.settings.results_dir), CURATED_RESULTS) if p.is_dir()))
     rows = [r for r in _measured(roots) if r["method"] == spec.method]
     here = cpu_name()
-    if any(r["cpu"] == here for r in rows):
-        rows, machine = [r for r in rows if r["cpu"] == here], "this CPU model"
-    else:
-        machine = "other machines"
     variant = spec.settings.variant
     target = _train_interactions(spec.dataset)
-    for same_variant in (True, False):
+    for same_variant in (True, False):  # the same settings on any machine before other settings on this one
         pool = [r for r in rows if (r["variant"] == variant) == same_variant]
         if not pool:
             continue
+        if any(r["cpu"] == here for r in pool):
+            pool, machine = [r for r in pool if r["cpu"] == here], "this CPU model"
+        else:
+            machine = "other machines"
         if not same_variant:
             variants = ", ".join(sorted({f"@{r['variant']}" if r["variant"] else "defaults" for r in pool}))
         what = "same variant" if same_variant else f"from {variants}: other settings"
@@ -225,8 +225,9 @@ def plan_text(specs: list[RunSpec], datasets_status: dict[str, str], jobs: int =
                      + (f" ({borrowed} of the estimates drawn from records made with other settings)" if borrowed else "")
                      + (" (sequential; divide by --jobs when running in parallel)" if jobs == 1 else f", about {_fmt_seconds(total / jobs)} with --jobs {jobs}"))  # fmt: skip
         if total / jobs > LONG_PLAN_HOURS * 3600:
-            lines.append(f"  that is more than {LONG_PLAN_HOURS:.0f} hours on this machine: a reduced model (--preset cpu, see `bench list`), "
-                         "more runs at once (--jobs N), or a cluster (--executor slurm) make it shorter")  # fmt: skip
+            reduced = "" if settings.preset else "a reduced model (--preset cpu, see `bench list`), "
+            lines.append(f"  that is more than {LONG_PLAN_HOURS:.0f} hours on this machine: {reduced}more runs at once (--jobs N), "
+                         "or a cluster (--executor slurm) make it shorter; runs checkpoint and resume (re-run the command)")  # fmt: skip
     return "\n".join(lines), pending
 
 
