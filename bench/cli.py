@@ -78,13 +78,14 @@ def cmd_run(args) -> int:
     from methods import METHODS
 
     # ---- validate everything before anything runs or is written ----------------------
-    quick = args.methods is None and args.datasets is None
+    board = _board_for_run(args)
+    quick = board is None and args.methods is None and args.datasets is None
     if quick:
         args.methods, args.datasets = QUICK_METHODS, QUICK_DATASETS
     args.methods = args.methods or QUICK_METHODS
     args.datasets = args.datasets or QUICK_DATASETS
     method_names = list(dict.fromkeys(METHODS.canonical(n) for n in _split_names(args.methods, "methods")))
-    seeds = _seeds(args.seeds)
+    seeds = _seeds(args.seeds or "0")
     _check_device(args.device)
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads {args.threads}: expected a positive integer")
@@ -94,6 +95,8 @@ def cmd_run(args) -> int:
         raise UserError(f"--jobs {args.jobs}: expected a positive integer")
     if args.eval_batch_size < 1:
         raise UserError(f"--eval-batch-size {args.eval_batch_size}: expected a positive integer")
+    if args.checkpoint_every < 0:
+        raise UserError(f"--checkpoint-every {args.checkpoint_every:g}: expected minutes >= 0 (0 = no checkpoints)")
     gpus = _gpus(args.gpus)
     if args.select_metric not in METRIC_KEYS:
         raise UserError(f"--select-metric {args.select_metric!r}: expected one of {', '.join(METRIC_KEYS)}")
@@ -108,10 +111,13 @@ def cmd_run(args) -> int:
     _tag(args.tag)
     if quick and not args.tag:
         args.tag = QUICK_TAG
-    for name in method_names:  # the preset exists for every method asked for, and resolves with the overrides
-        resolve_config(METHODS.get(name), args.preset, overrides.get(name, {}))
+    presets = [(c.method, c.group.preset) for c in board.cells()] if board else [(name, args.preset) for name in method_names]
+    for name, preset in dict.fromkeys(presets):  # the preset exists for every method asked for, and resolves with the overrides
+        resolve_config(METHODS.get(name), preset, overrides.get(name, {}))
     data_dir = resolve_data_dir(args.data_dir)
-    if args.datasets == "all":
+    if board:
+        dataset_list, optional = list(dict.fromkeys(c.dataset for c in board.cells())), True
+    elif args.datasets == "all":
         dataset_list, optional = dataset_names(), True
     else:
         dataset_list, optional = _split_names(args.datasets, "datasets"), False
@@ -125,7 +131,14 @@ def cmd_run(args) -> int:
         datasets.append(name)
     if not datasets:
         raise UserError("no dataset can be had; give --data-dir DIR (or BENCH_DATA_DIR) holding the dataset folders")
-    results_dir = Path(args.results_dir)
+    pairs = [(c.dataset, c.method) for c in board.cells()] if board else [(d, m) for d in datasets for m in method_names]
+    gaps = _gaps([(d, m) for d, m in dict.fromkeys(pairs) if d in datasets], data_dir, args.cache_dir)
+    if gaps and not optional:
+        (d, m), reason = next(iter(gaps.items()))
+        raise UserError(f"{m} cannot run on {d}: it {reason}; leave one of them out (--datasets all skips such pairs)")
+    for (d, m), reason in gaps.items():
+        print(f"skip {d} {m}: {reason}", file=sys.stderr)
+    results_dir = Path(args.results_dir or (board.results_dir if board else "runs"))
     if not args.dry_run:
         check_results_dir(results_dir)
     tty = sys.stderr.isatty() and args.jobs == 1 and not gpus and args.executor == "local"
@@ -147,8 +160,14 @@ def cmd_run(args) -> int:
         progress=tty and not args.quiet,
         log=not tty and not args.quiet,
         overrides=overrides,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
     )
-    specs = grid.build_specs(datasets, method_names, seeds, settings)
+    if board:
+        specs = [s for s in board.specs(settings) if s.dataset in datasets and (s.dataset, s.method) not in gaps]
+        specs = _without_equivalents(specs, board.name)
+    else:
+        specs = [s for s in grid.build_specs(datasets, method_names, seeds, settings) if (s.dataset, s.method) not in gaps]
 
     # ---- plan --------------------------------------------------------------------------
     if quick:
@@ -184,11 +203,65 @@ def cmd_run(args) -> int:
           + (f", {counts['busy']} left to another worker" if counts["busy"] else "")
           + (f", {counts['failed']} FAILED" if counts["failed"] else "") + f", under {settings.results_dir}/")  # fmt: skip
     if args.leaderboard:
+        from bench.board import boards_for
         from bench.leaderboard import write_leaderboard
 
-        write_leaderboard(settings.results_dir, Path(args.leaderboard))
+        write_leaderboard(settings.results_dir, Path(args.leaderboard), boards_for(settings.results_dir))
         print(f"leaderboard regenerated: {args.leaderboard}")
     return 1 if counts["failed"] else 0
+
+
+def _board_for_run(args):
+    """The board of ``run --board NAME``, which declares what --methods, --datasets, --seeds,
+    --preset and --tag would (an error to give both), or None."""
+    if not args.board:
+        return None
+    from bench.board import load_board
+
+    given = [opt for opt, value in (("--methods", args.methods), ("--datasets", args.datasets), ("--seeds", args.seeds),
+                                    ("--preset", args.preset), ("--tag", args.tag)) if value]  # fmt: skip
+    if given:
+        raise UserError(f"--board {args.board} declares the datasets, methods, seeds and presets; drop {', '.join(given)}")
+    return load_board(args.board)
+
+
+def _gaps(pairs: list[tuple[str, str]], data_dir, cache_dir) -> dict[tuple[str, str], str]:
+    """The (dataset, method) pairs that cannot run because the dataset's copy lacks an input the
+    method needs (``Method.needs``; found from which files the copy has, nothing parsed), with why."""
+    from bench.board import gap_reason
+    from bench.data.registry import dataset_inputs
+
+    found = {d: dataset_inputs(d, data_dir, cache_dir) for d in dict.fromkeys(d for d, _ in pairs)}
+    out = {}
+    for d, m in pairs:
+        reason = gap_reason(m, found[d][0], f"{d}'s copy ({found[d][1]})") if found[d] is not None else None
+        if reason:
+            out[(d, m)] = reason
+    return out
+
+
+def _without_equivalents(specs: list, board: str) -> list:
+    """A board's runs less those done at equivalent settings (a classical method's ``cpu`` preset
+    equals its defaults): by a record that exists, or by another of these runs, kept in its place."""
+    from dataclasses import replace
+
+    from bench.board import equivalent_record, equivalent_settings
+    from bench.results import is_complete
+
+    kept, done, twice = [], 0, 0
+    paths = set()
+    for spec in specs:
+        if not spec.settings.overwrite and not is_complete(spec.path) and equivalent_record(spec) is not None:
+            done += 1
+        elif any(replace(spec, settings=other).path in paths for other in equivalent_settings(spec.method, spec.settings)):
+            twice += 1
+        else:
+            kept.append(spec)
+            paths.add(spec.path)
+    if done or twice:
+        print(f"board {board}: {done + twice} cell(s) at settings equivalent to another cell's (a preset that resolves to the defaults) "
+              f"are not run again: {done} by records that exist, {twice} by runs of this board")  # fmt: skip
+    return kept
 
 
 def _downloadable(name: str) -> bool:
@@ -217,6 +290,9 @@ def cmd_list(args) -> int:
     from bench.data.registry import DATASETS, locate, resolve_data_dir
     from methods import METHODS
 
+    if args.boards:
+        return _list_boards()
+
     rows = []
     aliases: dict[str, list[str]] = {}
     for alias, target in METHODS.aliases().items():
@@ -238,19 +314,40 @@ def cmd_list(args) -> int:
     return 0
 
 
-def cmd_leaderboard(args) -> int:
-    from bench.leaderboard import render_leaderboard, write_leaderboard
+def _list_boards() -> int:
+    from tabulate import tabulate
 
-    out = Path(args.output)
+    from bench.board import BOARDS_DIR, board_names, load_board
+
+    names = board_names()
+    if not names:
+        print(f"no boards in {BOARDS_DIR}/")
+    for name in names:
+        board = load_board(name)
+        print(f"board {name} ({board.path}): {len(board.cells())} cells, records under {board.results_dir}/; run with "
+              f"`python -m bench run --board {name}`" + (f"\n  {board.description}" if board.description else ""))  # fmt: skip
+        rows = [[g.name, ", ".join(g.table(d) for d in g.datasets), ", ".join(g.methods), ",".join(map(str, g.seeds)), g.note]
+                for g in board.groups]  # fmt: skip
+        print(tabulate(rows, headers=["group", "tables", "methods", "seeds", "note"], tablefmt="simple", maxcolwidths=[None, 30, 40, None, 50]))
+        print()
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    from bench.board import boards_for, load_board
+    from bench.leaderboard import stale, write_leaderboard
+
+    out, results_dir = Path(args.output), Path(args.results_dir)
+    boards = [load_board(b) for b in args.board] if args.board else boards_for(results_dir)
     if args.check:
-        expected = render_leaderboard(Path(args.results_dir))
-        if not out.is_file() or out.read_text() != expected:
-            print(f"{out} is stale: run `python -m bench leaderboard` and commit it", file=sys.stderr)
+        problems = stale(results_dir, out, boards)
+        if problems:
+            print(f"stale: {', '.join(problems)}: run `python -m bench leaderboard` and commit it", file=sys.stderr)
             return 1
         print(f"{out} is up to date")
         return 0
-    write_leaderboard(Path(args.results_dir), out)
-    print(f"wrote {out}")
+    write_leaderboard(results_dir, out, boards)
+    print(f"wrote {out}" + (f" (board {', '.join(b.name for b in boards)})" if boards else ""))
     return 0
 
 
@@ -260,11 +357,12 @@ def cmd_compare(args) -> int:
     if args.pairs:
         if not args.dataset:
             raise UserError("--pairs needs --dataset TABLE (e.g. scientific@cpu)")
-        _, text = significance(Path(args.results_dir), args.dataset, parse_pairs(args.pairs), args.metric)
+        _, text = significance(Path(args.results_dir), args.dataset, parse_pairs(args.pairs), args.metric, args.users_of)
         print(text)
         if args.output:
             command = (f"python -m bench compare --pairs {args.pairs} --dataset {args.dataset} --metric {args.metric} "
-                       f"--results-dir {args.results_dir} --output {args.output}")
+                       + (f"--users-of {args.users_of} " if args.users_of else "")
+                       + f"--results-dir {args.results_dir} --output {args.output}")
             Path(args.output).write_text(f"<!-- Generated by `{command}`. Do not edit by hand. -->\n\n# Paired tests\n\n{text}\n")
         return 0
     if not args.baseline or not args.candidate:
@@ -292,11 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "runs at its defaults (or --preset / --set / --config).")
     r.add_argument("--methods", default=None, help=f"comma-separated method names (default: {QUICK_METHODS})")
     r.add_argument("--datasets", default=None, help="comma-separated dataset names, or 'all' (default: ml-100k)")
-    r.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
+    r.add_argument("--seeds", default=None, help="comma-separated seeds (default: 0)")
+    r.add_argument("--board", default=None,
+                   help="run the missing cells of a declared board (boards/<NAME>.toml, see `bench list --boards`) instead of "
+                        "--methods/--datasets/--seeds/--preset; results default to the board's results_dir")
     r.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     r.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads per run (default: all cores for one job, cores / jobs with --jobs)")
-    r.add_argument("--results-dir", default="runs",
+    r.add_argument("--results-dir", default=None,
                    help="where records go (default: runs/, git-ignored, for your own runs; the curated records behind "
                         "leaderboard.md are written with --results-dir results)")
     r.add_argument("--preset", default="", help="apply each method's declared preset (e.g. cpu; see `bench list`); "
@@ -335,18 +436,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mask-history", action="store_true",
                    help="protocol variant: remove each user's history items from every method's ranking (results kept apart under <dataset>@mask-history)")
     r.add_argument("--overwrite", action="store_true", help="redo runs whose record exists")
+    r.add_argument("--checkpoint-every", type=float, default=10.0, metavar="MIN",
+                   help="minutes between training-state checkpoints (seed<k>.ckpt beside the record, also written on SIGTERM/SIGINT "
+                        "and deleted when the record lands); 0 = none (default: 10)")
+    r.add_argument("--resume", choices=("auto", "force", "off"), default="auto",
+                   help="a checkpoint an interrupted run left: auto = resume from it when its config, code, data and packages "
+                        "match the run's (default), force = resume from it anyway, off = start over")
     r.add_argument("--leaderboard", nargs="?", const="leaderboard.md", default=None, help="regenerate this leaderboard file afterwards")
     r.add_argument("--quiet", action="store_true", help="no progress bars or per-validation log lines")
     r.set_defaults(func=cmd_run)
 
     ls = sub.add_parser("list", help="methods and datasets, and which datasets are available locally")
     ls.add_argument("--data-dir", default=None)
+    ls.add_argument("--boards", action="store_true", help="the declared boards (boards/*.toml): their groups of cells")
     ls.set_defaults(func=cmd_list)
 
     lb = sub.add_parser("leaderboard", help="regenerate leaderboard.md from the results directory")
     lb.add_argument("--results-dir", default="results")
     lb.add_argument("--output", default="leaderboard.md")
-    lb.add_argument("--check", action="store_true", help="exit 1 when the file is not what would be generated")
+    lb.add_argument("--check", action="store_true", help="exit 1 when the file (or a figure's data) is not what would be generated")
+    lb.add_argument("--board", action="append", default=None,
+                    help="a board whose tables and coverage to show (repeatable; default: the boards whose results_dir is --results-dir)")
     lb.set_defaults(func=cmd_leaderboard)
 
     c = sub.add_parser("compare", help="regression check of a candidate results dir against a baseline (exit 1 on a regression), "
@@ -355,7 +465,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--candidate", help="regression check: the results directory to check")
     c.add_argument("--pairs", help="paired tests: METHOD:BASELINE,... within one table, Holm-corrected over the pairs")
     c.add_argument("--results-dir", default="results", help="paired tests: where the records are (default: results)")
-    c.add_argument("--dataset", help="paired tests: the leaderboard table, e.g. scientific@cpu")
+    c.add_argument("--dataset", help="paired tests: the leaderboard table, e.g. scientific@cpu, or several comma-separated "
+                                     "(each method in exactly one)")
+    c.add_argument("--users-of", default=None, metavar="RECORD",
+                   help="paired tests: restrict every record to the users this record evaluated (e.g. an --eval-users "
+                        "sample), so methods run on all users compare on exactly those")
     c.add_argument("--metric", default="ndcg@10", help="paired tests: the per-user metric (default: ndcg@10)")
     c.add_argument("--output", help="paired tests: also write the table as Markdown")
     c.add_argument("--tol", action="append", metavar="METRIC=ABS", help="absolute tolerance for a metric (default 0.01; '*' for all)")
@@ -404,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        print("interrupted: completed records are kept, nothing partial was written; re-run to resume", file=sys.stderr)
+        print("interrupted: completed records are kept, no partial record was written, runs in training kept a checkpoint "
+              "(unless --checkpoint-every 0); re-run to resume", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
 
 

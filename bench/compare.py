@@ -118,26 +118,57 @@ def parse_pairs(value: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def _per_user_mean(records: list, metric: str) -> np.ndarray:
-    """The per-user value of ``metric`` averaged over the given seeds' records (same users)."""
-    return np.mean([per_user(r.ranks())[metric] for r in records], axis=0)
+def _per_user_mean(records: list, metric: str, users: np.ndarray | None = None) -> np.ndarray:
+    """The per-user value of ``metric`` averaged over the given seeds' records (same users),
+    restricted to ``users`` (in that order) when given."""
+    values = []
+    for r in records:
+        v = per_user(r.ranks())[metric]
+        if users is not None:
+            position = {int(u): i for i, u in enumerate(r.users())}
+            lacking = [int(u) for u in users if int(u) not in position]
+            if lacking:
+                raise UserError(f"--users-of: {r.path} did not evaluate {len(lacking)} of the {len(users)} users (e.g. user {lacking[0]})")
+            v = v[[position[int(u)] for u in users]]
+        values.append(v)
+    return np.mean(values, axis=0)
 
 
-def significance(results_dir: Path, table: str, pairs: list[tuple[str, str]], metric: str = "ndcg@10") -> tuple[list[dict], str]:
-    """Paired per-user tests of each (method, baseline) pair in one leaderboard table: the
-    per-user metric is averaged over the seeds both have, then compared user by user with a
-    paired t-test and a Wilcoxon signed-rank test; Holm's correction runs over the family of
-    pairs (on the Wilcoxon p-values).  Returns the rows and a printable table."""
+def significance(results_dir: Path, table: str, pairs: list[tuple[str, str]], metric: str = "ndcg@10",
+                 users_of: Path | None = None) -> tuple[list[dict], str]:  # fmt: skip
+    """Paired per-user tests of each (method, baseline) pair: the per-user metric is averaged
+    over the seeds both have, then compared user by user with a paired t-test and a Wilcoxon
+    signed-rank test; Holm's correction runs over the family of pairs (on the Wilcoxon
+    p-values).  Returns the rows and a printable table.
+
+    ``table`` is one leaderboard table, or several comma-separated (a method must be in exactly
+    one of them). With ``users_of`` (a record), every record is restricted to the users that
+    record evaluated: e.g. a method run on an ``--eval-users`` sample against methods whose
+    records cover every user, on exactly the sampled users, without training anything anew."""
     from scipy.stats import ttest_rel
 
     if metric not in METRIC_KEYS:
         raise UserError(f"--metric {metric!r}: expected one of {', '.join(METRIC_KEYS)}")
-    records = [r for r in load_records(results_dir) if r.table == table]
-    if not records:
-        raise UserError(f"--dataset {table!r}: no records in {results_dir} (tables are named like scientific or scientific@cpu)")
+    tables = [t.strip() for t in table.split(",") if t.strip()]
+    all_records = load_records(results_dir)
     by_method: dict[str, dict[int, object]] = {}
-    for r in records:
-        by_method.setdefault(r.data["method"], {})[int(r.data["seed"])] = r
+    home: dict[str, str] = {}
+    for t in tables:
+        records = [r for r in all_records if r.table == t]
+        if not records:
+            raise UserError(f"--dataset {t!r}: no records in {results_dir} (tables are named like scientific or scientific@cpu)")
+        for r in records:
+            m = r.data["method"]
+            if home.setdefault(m, t) != t:
+                raise UserError(f"--dataset {table!r}: method {m!r} has records in both {home[m]!r} and {t!r}; name one of the tables")
+            by_method.setdefault(m, {})[int(r.data["seed"])] = r
+    users = None
+    if users_of is not None:
+        path = Path(users_of)
+        reference = next((r for r in all_records if r.path.resolve() == path.resolve()), None)
+        if reference is None:
+            raise UserError(f"--users-of {path}: not a complete record under {results_dir}")
+        users = reference.users()
     rows = []
     for a, b in pairs:
         for m in (a, b):
@@ -150,7 +181,7 @@ def significance(results_dir: Path, table: str, pairs: list[tuple[str, str]], me
         prints = {r.data.get("provenance", {}).get("data_fingerprint") for r in ra + rb}
         if len(prints) > 1:
             raise UserError(f"--pairs {a}:{b}: records on different data (fingerprints {sorted(map(str, prints))})")
-        ua, ub = _per_user_mean(ra, metric), _per_user_mean(rb, metric)
+        ua, ub = _per_user_mean(ra, metric, users), _per_user_mean(rb, metric, users)
         if ua.shape != ub.shape:
             raise UserError(f"--pairs {a}:{b}: different test users ({len(ua)} vs {len(ub)})")
         same = np.allclose(ua, ub)
@@ -169,4 +200,5 @@ def significance(results_dir: Path, table: str, pairs: list[tuple[str, str]], me
                  f"significant (α={ALPHA})"],
         tablefmt="github",
     )  # fmt: skip
-    return rows, f"{table}, {metric}, per-user values averaged over the seeds both methods have\n\n{text}"
+    restricted = f", restricted to the {len(users)} users of {Path(users_of).as_posix()}" if users is not None else ""
+    return rows, f"{table}, {metric}, per-user values averaged over the seeds both methods have{restricted}\n\n{text}"

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from bench.errors import UserError
-from bench.results import Claim, claim_path
+from bench.results import Claim, claim_path, table_name
 from bench.runner import RunConfig, RunOutcome, RunSpec, run_one
 
 
@@ -122,16 +122,16 @@ def estimate(spec: RunSpec) -> Estimate:
     roots = tuple(dict.fromkeys(p for p in (Path(spec.settings.results_dir), CURATED_RESULTS) if p.is_dir()))
     rows = [r for r in _measured(roots) if r["method"] == spec.method]
     here = cpu_name()
-    if any(r["cpu"] == here for r in rows):
-        rows, machine = [r for r in rows if r["cpu"] == here], "this CPU model"
-    else:
-        machine = "other machines"
     variant = spec.settings.variant
     target = _train_interactions(spec.dataset)
-    for same_variant in (True, False):
+    for same_variant in (True, False):  # the same settings on any machine before other settings on this one
         pool = [r for r in rows if (r["variant"] == variant) == same_variant]
         if not pool:
             continue
+        if any(r["cpu"] == here for r in pool):
+            pool, machine = [r for r in pool if r["cpu"] == here], "this CPU model"
+        else:
+            machine = "other machines"
         if not same_variant:
             variants = ", ".join(sorted({f"@{r['variant']}" if r["variant"] else "defaults" for r in pool}))
         what = "same variant" if same_variant else f"from {variants}: other settings"
@@ -209,7 +209,7 @@ def plan_text(specs: list[RunSpec], datasets_status: dict[str, str], jobs: int =
         lines.append(f"  {spec.label}: the record at {spec.path} cannot be read ({problem}); it will be redone")
     groups: dict[tuple[str, str], list[RunSpec]] = defaultdict(list)
     for spec in pending:
-        groups[(spec.dataset, spec.method)].append(spec)
+        groups[(table_name(spec.dataset, spec.settings.variant), spec.method)].append(spec)
     total, unknown, borrowed = 0.0, 0, 0
     for (dataset, method), group in sorted(groups.items()):
         est = estimates[id(group[0])]
@@ -225,8 +225,9 @@ def plan_text(specs: list[RunSpec], datasets_status: dict[str, str], jobs: int =
                      + (f" ({borrowed} of the estimates drawn from records made with other settings)" if borrowed else "")
                      + (" (sequential; divide by --jobs when running in parallel)" if jobs == 1 else f", about {_fmt_seconds(total / jobs)} with --jobs {jobs}"))  # fmt: skip
         if total / jobs > LONG_PLAN_HOURS * 3600:
-            lines.append(f"  that is more than {LONG_PLAN_HOURS:.0f} hours on this machine: a reduced model (--preset cpu, see `bench list`), "
-                         "more runs at once (--jobs N), or a cluster (--executor slurm) make it shorter")  # fmt: skip
+            reduced = "" if settings.preset else "a reduced model (--preset cpu, see `bench list`), "
+            lines.append(f"  that is more than {LONG_PLAN_HOURS:.0f} hours on this machine: {reduced}more runs at once (--jobs N), "
+                         "or a cluster (--executor slurm) make it shorter; runs checkpoint and resume (re-run the command)")  # fmt: skip
     return "\n".join(lines), pending
 
 
@@ -280,8 +281,10 @@ def prepare(specs: list[RunSpec], optional: bool = False, log=print) -> list[Run
             split = leave_one_out(dataset)
             facts = []
             device = resolve_device(settings.device)
-            for cls in dict.fromkeys(METHODS.get(spec.method) for spec in group):
-                config = resolve_config(cls, settings.preset, settings.overrides.get(cls.name, {}))
+            # each method under each preset of this dataset's runs (a board's runs differ in preset)
+            for spec in {(s.method, s.settings.preset): s for s in group}.values():
+                cls = METHODS.get(spec.method)
+                config = resolve_config(cls, spec.settings.preset, spec.settings.overrides.get(cls.name, {}))
                 out = cls.prepare_dataset(train_data(split, settings), config, device)
                 if out:
                     facts.append(f"{cls.name}: " + ", ".join(f"{k} {v}" for k, v in out.items()))
@@ -437,6 +440,27 @@ class SlurmOptions:
         return set(cls.__dataclass_fields__)
 
 
+class RunTask:
+    """What a SLURM array task calls: :func:`bench.runner.run_one`, checkpointable in submitit's
+    sense.  When the job reaches its time limit or is pre-empted, submitit calls
+    :meth:`checkpoint` from its signal handler (SIGUSR2, by default 90 s before the limit): the
+    run's training state as of its last epoch boundary is written (``seed<k>.ckpt``), and the
+    task is requeued with the same spec, which resumes from it.  Submitit then exits the
+    process, which releases the run's claim on the way out."""
+
+    def __call__(self, spec: RunSpec) -> RunOutcome:
+        return run_one(spec)
+
+    def checkpoint(self, spec: RunSpec):
+        import submitit
+
+        from bench.checkpoint import save_active
+
+        for path in save_active():
+            print(f"{spec.label} time limit or pre-emption: checkpoint written to {path}; requeued", file=sys.stderr, flush=True)
+        return submitit.helpers.DelayedSubmission(RunTask(), spec)
+
+
 def run_submitit(specs: list[RunSpec], options: SlurmOptions, cluster: str = "slurm", wait: bool = True, log=print) -> list[RunOutcome]:
     """Submit ``specs`` as one job array through submitit; each array task calls ``run_one``.
     ``cluster="local"`` runs the array on this machine (submitit's LocalExecutor)."""
@@ -457,7 +481,7 @@ def run_submitit(specs: list[RunSpec], options: SlurmOptions, cluster: str = "sl
             params["slurm_array_parallelism"] = options.max_parallel
     params.update(options.extra or {})
     executor.update_parameters(**params)
-    jobs = executor.map_array(run_one, specs)
+    jobs = executor.map_array(RunTask(), specs)  # a time limit or pre-emption checkpoints and requeues (RunTask.checkpoint)
     log(f"submitted {len(jobs)} job(s) to {cluster}" + (f": array {jobs[0].job_id.split('_')[0]}" if jobs else "")
         + f"; logs under {options.folder}/")  # fmt: skip
     if not wait:

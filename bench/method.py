@@ -56,14 +56,29 @@ class Context:
     precision: str = "fp32"  # "fp32" or "bf16" (resolved by the harness from --precision): the training matmuls' type
     info: dict[str, Any] = field(default_factory=dict)  # training facts: the record's "training" section
     efficiency: dict[str, Any] = field(default_factory=dict)  # timings and counts: merged into the record's "efficiency"
+    checkpoints: Any = None  # the run's bench.checkpoint.Checkpointer (None: no checkpoints, e.g. a model trained outside a run)
+    generators: dict[str, Any] = field(default_factory=dict)  # every generator handed out below, by name: saved in checkpoints
 
     def numpy_rng(self, *names: str) -> np.random.Generator:
         """A generator seeded from (run seed, names), independent across names."""
-        return np.random.default_rng(seed_sequence(self.seed, *names))
+        return self._keep("numpy", names, np.random.default_rng(seed_sequence(self.seed, *names)))
 
     def torch_generator(self, *names: str) -> torch.Generator:
-        seed = int(self.numpy_rng(*names).integers(2**62))
-        return torch.Generator(device=self.device).manual_seed(seed)
+        seed = int(np.random.default_rng(seed_sequence(self.seed, *names)).integers(2**62))
+        return self._keep("torch", names, torch.Generator(device=self.device).manual_seed(seed))
+
+    def _keep(self, kind: str, names: tuple[str, ...], generator):
+        key = f"{kind}:{'/'.join(names)}"
+        n = sum(k == key or k.startswith(key + "#") for k in self.generators)
+        self.generators[f"{key}#{n + 1}" if n else key] = generator
+        return generator
+
+    def stage(self, name: str, make: Callable[[], Any]) -> Any:
+        """``make()``: a stage of training that a resumed run does not redo (a tokenizer and its
+        IDs).  Its result is kept in the run's checkpoints; resuming, the saved result is returned
+        and ``make`` is not called, so ``make`` should change nothing else that the run reads
+        later (or the method restores that in :meth:`Method.load_extra_state`)."""
+        return make() if self.checkpoints is None else self.checkpoints.stage(name, make)
 
     def autocast(self):
         """bf16 autocast for the training forward pass when the run's precision is bf16 (a no-op
@@ -94,6 +109,14 @@ class Method(abc.ABC):
     # one core (docs/protocol.md, "Presets").  Records of a preset are kept apart (``<dataset>@<preset>``).
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     footnote: ClassVar[str] = ""  # a caveat the leaderboard prints under every table holding this method
+    # What the method reads beyond interactions (names of ``bench.data.registry.INPUTS``, e.g. "item_text"):
+    # a dataset whose copy lacks one is a declared gap for the method, skipped in plans and on boards.
+    needs: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def missing_inputs(cls, provides) -> list[str]:
+        """The inputs the method needs that a dataset offering ``provides`` lacks (empty: it can run)."""
+        return [n for n in cls.needs if n not in provides]
 
     def __init__(self, config: Any, data: TrainData, ctx: Context):
         self.config = config
@@ -152,6 +175,19 @@ class Method(abc.ABC):
         """Facts the method measured during the supplementary pass just run (e.g. how much of an
         exact ranking the headline beam found), recorded beside that pass's metrics; {} = none."""
         return {}
+
+    # ---- training state a checkpoint holds beyond the shared loop's --------------------------
+    def extra_state(self) -> dict[str, Any]:
+        """The method's own training state that a checkpoint must hold besides what the shared
+        loop saves (the modules, optimizers and schedules given to ``Selection``, every generator
+        from ``ctx``, the global generators, ``ctx.info``/``ctx.efficiency`` and Selection's own
+        state): counters, a second optimizer, IDs that change while training.  Taken at every
+        epoch boundary; default: nothing."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned, on resuming: called once the method has set
+        itself up as usual and the loop's modules, optimizers and generators are restored."""
 
     def artifacts(self) -> list[Any]:
         """Objects the harness measures the same way for every method, recognised by type:

@@ -271,6 +271,20 @@ class Record:
     def key(self) -> tuple[str, str, int]:
         return self.table, self.data["method"], int(self.data["seed"])
 
+    def users(self) -> np.ndarray:
+        """The users (dataset user indices) whose test ranks this record holds, in the order of
+        :meth:`ranks`: the sample stored beside the ranks for an ``--eval-users`` record; for a
+        record of every user, all users in index order (each user of these datasets is
+        evaluated). An error when the record cannot say which users its ranks belong to."""
+        with np.load(ranks_path(self.path)) as z:
+            if "users" in z.files:
+                return z["users"].astype(np.int64)
+            n = len(z["ranks"])
+        if self.data.get("dataset_info", {}).get("users") != n:
+            raise UserError(f"{self.path}: its {n} ranks are not one per user of the dataset and it stores no user list; "
+                            "cannot restrict it to other users")
+        return np.arange(n, dtype=np.int64)
+
     def ranks(self) -> np.ndarray:
         """The per-user ranks; an error when the ranks file belongs to another run than the JSON."""
         with np.load(ranks_path(self.path)) as z:

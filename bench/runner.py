@@ -14,6 +14,7 @@ every method are recognised by type (:class:`bench.semantic_ids.SemanticIDs` -> 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 
 from bench import codebook, provenance
+from bench.checkpoint import Checkpointer, checkpoint_path, read_checkpoint
 from bench.config import config_differences, resolve_config, to_dict
 from bench.errors import UserError
 from bench.evaluate import Evaluator
@@ -73,6 +75,8 @@ class RunConfig:
     precision: str = "auto"  # "auto" (bf16 where the device supports it natively), "fp32" or "bf16"
     eval_users: int = 0  # validate and test on a seeded sample of this many users, the same for every method (0 = all)
     claim_stale_after: float = 600.0  # seconds without a heartbeat after which another worker may take a run over
+    checkpoint_every: float = 10.0  # minutes between training-state checkpoints (bench.checkpoint); 0 = none
+    resume: str = "auto"  # a checkpoint left by an interrupted run: auto (use it if it matches the run), force, off
 
     @property
     def variant(self) -> str:
@@ -241,18 +245,28 @@ def execute(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig, d
     run_id = run_id or new_run_id()
     started = dt.datetime.now(dt.timezone.utc)
     code = provenance.loaded_code_version()  # the code this process imported (the tree may change while it trains)
+    packages = provenance.package_versions()
     with PeakMemory(device) as mem:
         method, parts = build_method(method_cls, split, seed, cfg, device, source_dir)
         ctx = method.ctx
-        ctx.synchronize()
-        t0 = time.perf_counter()
-        method.fit()
-        ctx.synchronize()
-        fit_seconds = time.perf_counter() - t0
-        valid_metrics = ctx.validate()
-        test_set, sampled = evaluated(split, cfg)
-        test_eval = Evaluator(test_set.test, method, parts["tiebreak"], cfg.eval_batch_size, cfg.progress, "test", cfg.mask_history)
-        test = test_eval.run()
+        ckpt = checkpointer(method, parts["config"], split.dataset.fingerprint, code, packages, cfg, path)
+        try:
+            with ckpt or contextlib.nullcontext():
+                ctx.synchronize()
+                t0 = time.perf_counter()
+                if ckpt is not None:
+                    ckpt.fit_started = t0
+                method.fit()
+                ctx.synchronize()
+                fit_seconds = time.perf_counter() - t0 + (ckpt.fit_before if ckpt is not None else 0.0)
+                valid_metrics = ctx.validate()
+                test_set, sampled = evaluated(split, cfg)
+                test_eval = Evaluator(test_set.test, method, parts["tiebreak"], cfg.eval_batch_size, cfg.progress, "test", cfg.mask_history)
+                test = test_eval.run()
+        except KeyboardInterrupt:  # SIGINT, SIGTERM (bench.cli.Terminated): keep the last epoch boundary's state, then clean up
+            if ckpt is not None:
+                ckpt.interrupted()
+            raise
         memory = mem.read()
     metrics = summarize(test.ranks, test.list_depth, split.n_items)
     masked_metrics = None
@@ -305,10 +319,11 @@ def execute(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig, d
         "provenance": {
             **code,
             "data_fingerprint": split.dataset.fingerprint,
-            "packages": provenance.package_versions(),
+            "packages": packages,
             "hardware": hw,
             "command": provenance.command_line(),
             "started_at": started.isoformat(timespec="seconds"),
+            "resumed": ckpt.resumed if ckpt is not None else [],  # (epoch, host, time) of each resumption (bench.checkpoint)
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         },
     }
@@ -338,7 +353,29 @@ def execute(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig, d
         record["codebook_plot"] = png.name
     users = test_set.test.input.users if sampled is not None else None  # which users the ranks belong to
     write_record(path, record, test.ranks, split.dataset.fingerprint, run_id, users)
+    if ckpt is not None:
+        ckpt.delete()
     return path
+
+
+def checkpointer(method: Method, config: Any, fingerprint: str, code: dict, packages: dict, cfg: RunConfig, path: Path) -> Checkpointer | None:
+    """The run's training-state checkpoints beside its record (``seed<k>.ckpt``; None with
+    ``--checkpoint-every 0``), resuming from one an interrupted run left where it matches this
+    run (``--resume``), and installed as ``method.ctx.checkpoints``."""
+    if cfg.checkpoint_every < 0:
+        raise UserError(f"--checkpoint-every {cfg.checkpoint_every}: expected minutes >= 0 (0 = no checkpoints)")
+    if not cfg.checkpoint_every:
+        return None
+    ctx = method.ctx
+    identity = {"config": to_dict(config), "code": code, "data_fingerprint": fingerprint, "packages": packages,
+                "harness": {"method": method.name, "select_metric": cfg.select_metric, "precision": ctx.precision,
+                            "device": ctx.device.type, "eval_users": cfg.eval_users, "mask_history": cfg.mask_history}}  # fmt: skip
+    file = checkpoint_path(path)
+    restored = read_checkpoint(file, identity, cfg.resume, ctx.label, log=lambda line: print(line, file=sys.stderr, flush=True))
+    ckpt = Checkpointer(file, identity, 60.0 * cfg.checkpoint_every, ctx.label, restored)
+    ckpt.method = method
+    ctx.checkpoints = ckpt
+    return ckpt
 
 
 def supplementary_passes(method: Method, test_set: Split, tiebreak, cfg: RunConfig,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from tqdm.auto import tqdm
@@ -28,28 +28,59 @@ class Selection:
     validations without improvement, and restore the best state at the end.
 
     Records epoch timings and the validation curve in ``ctx.info``.
+
+    ``state``: the training objects of the loop besides ``module`` (optimizer, learning-rate
+    schedule, a generator of the method's own: anything with ``state_dict()`` or a generator),
+    by name.  With it, the run's checkpoints (``ctx.checkpoints``, :mod:`bench.checkpoint`) hold
+    the loop at every epoch boundary and a resumed run goes on from there; ``None`` (a loop
+    whose training state is not declared) takes no checkpoints.
     """
 
-    def __init__(self, ctx: Context, module: torch.nn.Module, epochs: int, patience: int, eval_every: int = 1):
+    def __init__(self, ctx: Context, module: torch.nn.Module, epochs: int, patience: int, eval_every: int = 1,
+                 state: dict[str, Any] | None = None):  # fmt: skip
         self.ctx, self.module = ctx, module
         self.epochs, self.patience, self.eval_every = epochs, patience, max(1, eval_every)
+        self.state = None if state is None else {"module": module, **state}
         self.best_value = -math.inf
         self.best_epoch = 0
         self.best_state = None
         self.bad = 0
+        self.epoch = 0  # the last epoch that ended
+        self.done = False  # stopped early or ran every epoch
         self.epoch_seconds: list[float] = []
         self.curve: list[tuple[int, float]] = []
+        self.losses: list[float] = []  # the mean training loss of each epoch, for loops that report one (train())
         self._t0 = 0.0
         self.bar = tqdm(total=epochs, desc=f"{ctx.label} train".strip(), disable=not ctx.progress or None, leave=False)
 
     def __iter__(self):
-        for epoch in range(1, self.epochs + 1):
+        ckpt = self.ctx.checkpoints
+        if ckpt is not None:
+            ckpt.loop_started(self)  # a resumed run: this loop's saved state (and, for the loop that ran, the whole training state)
+            self.bar.update(self.epoch)
+        for epoch in range(self.epoch + 1, self.epochs + 1):
+            if self.done:
+                break
             self.ctx.synchronize()
             self._t0 = time.perf_counter()
             yield epoch
-            if self._after(epoch):
+            stop = self._after(epoch)
+            self.epoch, self.done = epoch, stop or epoch == self.epochs
+            if ckpt is not None:
+                ckpt.epoch_end(self)
+            if stop:
                 break
         self.finish()
+
+    _STATE = ("epoch", "done", "best_value", "best_epoch", "best_state", "bad", "epoch_seconds", "curve", "losses")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The loop's own state (the best snapshot is never changed in place, so it is shared)."""
+        return {k: (list(getattr(self, k)) if isinstance(getattr(self, k), list) else getattr(self, k)) for k in self._STATE}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k in self._STATE:
+            setattr(self, k, list(state[k]) if isinstance(state[k], list) else state[k])
 
     def _after(self, epoch: int) -> bool:
         self.ctx.synchronize()
@@ -142,8 +173,13 @@ def train(ctx: Context, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     ``select`` is what early stopping keeps and restores (default ``model``; e.g. a module
     holding a tokenizer trained alongside).  The mean loss of every epoch goes to
     ``ctx.info["train_loss_curve"]`` and is returned."""
-    losses: list[float] = []
-    for _ in Selection(ctx, select if select is not None else model, epochs, patience, eval_every):
-        losses.append(round(run_epoch(ctx, model, optimizer, loss_fn, batches(), grad_clip, scheduler, after_step), 5))
-        ctx.info["train_loss_curve"] = losses
-    return losses
+    select = select if select is not None else model
+    state: dict[str, Any] = {"optimizer": optimizer, **({"scheduler": scheduler} if scheduler is not None else {})}
+    if not any(m is model for m in select.modules()):
+        state["model"] = model
+    selection = Selection(ctx, select, epochs, patience, eval_every, state=state)
+    for _ in selection:
+        selection.losses.append(round(run_epoch(ctx, model, optimizer, loss_fn, batches(), grad_clip, scheduler, after_step), 5))
+        ctx.info["train_loss_curve"] = selection.losses
+    ctx.info["train_loss_curve"] = selection.losses  # also for a loop a resumed run found ended (it runs no epoch)
+    return selection.losses

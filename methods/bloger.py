@@ -192,7 +192,8 @@ class BLOGER(TIGER):
         seed = int(self.ctx.numpy_rng(self.name, "rqvae").integers(2**31))
         self.regularizer, facts = self.make_regularizer(seed)
         rq = self.config.rqvae_config()
-        self.tokenizer, pre = train_rqvae(emb, rq, self.device, seed, extra_loss=self.regularizer)
+        # the pre-trained tokenizer: a resumed run takes it from its checkpoint (the weights it trained on to are the loop's)
+        self.tokenizer, pre = self.ctx.stage("tokenizer", lambda: train_rqvae(emb, rq, self.device, seed, extra_loss=self.regularizer))
         self.tokenizer.eval()
         self.item_x = torch.from_numpy(np.asarray(emb, dtype=np.float32)).to(self.device)
         if self.regularizer is not None:
@@ -201,6 +202,25 @@ class BLOGER(TIGER):
         self.ctx.info["tokenizer"] = {"rqvae": {k: v for k, v in pre.info.items() if k != "loss_curve"}, **facts}
         self.ctx.info["bloger"] = {"codebook_before": utilization(ids), "updates": []}
         return ids
+
+    def tokenizer_stage(self) -> SemanticIDs:
+        """:meth:`build_ids` runs on resuming too (it sets up the tokenizer, its inputs and the
+        regularizer); the pre-training inside it is the stage a resumed run does not redo."""
+        return self.build_ids()
+
+    def extra_state(self) -> dict[str, Any]:
+        """Besides the recommender's loop (which holds :class:`BiLevelState`: recommender,
+        tokenizer, codes): the tokenizer's optimizer, the update count, the current IDs and the
+        regularizer (its clusters and generator)."""
+        return {**super().extra_state(), "tokenizer_optimizer": self.tokenizer_opt.state_dict(), "updates": self.updates,
+                "semantic_ids": self.semantic_ids, "regularizer": self.regularizer}  # fmt: skip
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        super().load_extra_state(state)
+        self.tokenizer_opt.load_state_dict(state["tokenizer_optimizer"])
+        self.updates, self.regularizer = state["updates"], state["regularizer"]
+        self.set_ids(state["semantic_ids"])
+        self.refresh_probs()
 
     @torch.no_grad()
     def tokenize(self) -> SemanticIDs:

@@ -416,6 +416,7 @@ class LCRec(Method):
                 "lr": 1e-3, "lora_dropout": 0.0, "batch_size": 16, "micro_batch_size": 8, "beam": 20, "valid_beam": 20,
                 "decode_batch_size": 8, "rq_epochs": 500},
     }  # fmt: skip
+    needs = ("item_text",)  # the tokenizer quantizes item text embeddings, and the alignment tasks read the text
 
     def __init__(self, config, data, ctx):
         super().__init__(config, data, ctx)

@@ -395,7 +395,7 @@ class RPG(Method):
         cfg, dev, ctx = self.config, self.device, self.ctx
         ctx.synchronize()
         t0 = time.perf_counter()
-        self.semantic_ids = self.build_ids()
+        self.semantic_ids = ctx.stage("semantic_ids", self.build_ids)  # a resumed run takes its IDs from the checkpoint
         ctx.efficiency["tokenizer_seconds"] = time.perf_counter() - t0
         tokens = torch.from_numpy(self.semantic_ids.tokens()).to(dev)
         self.model = RPGModel(cfg, tokens).to(dev)

@@ -90,6 +90,7 @@ class TIGER(GenerativeMethod):
     # tokenizer epoch; with ~1,600 s for the recommender, ~30 min in all (plus ~220 s for the
     # text embeddings when not cached).
     presets = {"cpu": {**CPU_RECOMMENDER, "rq_epochs": 500}}
+    needs = ("item_text",)  # the tokenizer quantizes item text embeddings (inherited by LETTER, BLOGER, UniVA)
 
     @classmethod
     def prepare_dataset(cls, data, config, device):

@@ -260,6 +260,13 @@ class UniVA(TIGER):
             eff["train_epochs_seconds_total"] = supervised["train_epochs_seconds_total"] + eff["rl_train_epochs_seconds_total"]
         info["best_valid"] = max(s["best_valid"] for s in info["stages"].values())
 
+    def extra_state(self) -> dict:
+        return {**super().extra_state(), "rl_curve": getattr(self, "rl_curve", [])}
+
+    def load_extra_state(self, state: dict) -> None:
+        super().load_extra_state(state)
+        self.rl_curve = list(state["rl_curve"])
+
     def valid_at_rl_beam(self) -> float:
         self.eval()
         self._decoding_beam = self.config.valid_beam
@@ -324,9 +331,9 @@ class UniVA(TIGER):
         cpu_gen = torch.Generator().manual_seed(int(self.ctx.numpy_rng(self.name, "rl-subset").integers(2**62)))
         n = len(target)
         per_epoch = n if cfg.rl_examples == 0 else min(n, cfg.rl_examples)
-        curve = []
+        self.rl_curve = []  # per epoch (in checkpoints: extra_state)
         self._decoding_beam = cfg.valid_beam
-        selection = Selection(self.ctx, self.model, cfg.rl_epochs, cfg.rl_patience, 1)
+        selection = Selection(self.ctx, self.model, cfg.rl_epochs, cfg.rl_patience, 1, state={"optimizer": opt, "subset_generator": cpu_gen})
         # epoch 0 = the supervised checkpoint: RL must beat it on validation to be kept
         selection.best_value, selection.best_epoch = supervised_best, 0
         selection.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -357,7 +364,7 @@ class UniVA(TIGER):
                         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                     opt.step()
                     sums += torch.stack([loss.detach(), r.mean(), (r > 0).float().mean(), kl.detach().mean()]) * len(idx)
-                curve.append(dict(zip(("loss", "reward", "sample_hit_rate", "kl"), (round(x, 6) for x in (sums / per_epoch).tolist()))))
+                self.rl_curve.append(dict(zip(("loss", "reward", "sample_hit_rate", "kl"), (round(x, 6) for x in (sums / per_epoch).tolist()))))
         finally:
             self._decoding_beam = cfg.beam
             self._gen = {k: 0 for k in self._gen}
@@ -368,7 +375,7 @@ class UniVA(TIGER):
             "reward": "1[sampled item == true next training item] * (1 + alpha * v_norm(target))",
             "valid_curve": info.pop("valid_curve"), "best_valid": info.pop("best_valid"),
             "kept": "rl" if selection.best_epoch > 0 else "supervised (RL never beat it on validation)",
-            "epoch_stats": curve, "examples_per_epoch": per_epoch, "train_examples": n,
+            "epoch_stats": self.rl_curve, "examples_per_epoch": per_epoch, "train_examples": n,
         }  # fmt: skip
 
     # ---- value-guided, optionally constrained beam search --------------------------------

@@ -38,7 +38,13 @@ def test_preset_tables_compare_configs_with_the_preset(tmp_path: Path, monkeypat
     monkeypatch.setattr(METHODS.get("pop"), "presets", {"cpu": {}})
     _record(tmp_path, "pop", 0, 0.01, 0.01, preset="cpu")
     text = render_leaderboard(tmp_path)
-    assert "## beauty@cpu" in text and "Preset runs (cpu)" in text and "| paper:" not in text.split("## beauty@cpu")[1]
+    assert "## beauty@cpu" in text and "Preset runs (cpu)" in text
+    cpu = text.split("## beauty@cpu")[1].splitlines()
+    # paper rows sit beside a preset's table too: a classical row (cpu preset = defaults) like for like,
+    # a generative one (its cpu preset shrinks the model) labelled as not
+    sasrec = next(line for line in cpu if line.startswith("| paper: SASRec "))
+    tiger = next(line for line in cpu if line.startswith("| paper: TIGER "))
+    assert "not like-for-like" not in sasrec and "paper scale; not like-for-like" in tiger
 
 
 def test_each_table_links_its_own_plots_and_paired_tests(tmp_path: Path) -> None:

@@ -62,3 +62,34 @@ def test_paired_tests_average_seeds_per_user_and_correct_over_pairs(tmp_path: Pa
         significance(tmp_path, "d@cpu", [("nosuch", "base")])
     assert main(["compare", "--dataset", "d@cpu", "--pairs", "better"]) == 2
     assert "--pairs 'better': expected METHOD:BASELINE" in capsys.readouterr().err
+
+
+def test_a_sampled_record_is_compared_on_exactly_its_users(tmp_path: Path, capsys) -> None:
+    """`--users-of`: methods whose records cover every user, restricted to the users of a record
+    made on an --eval-users sample (in another table), compared user by user on those only."""
+    rng = np.random.default_rng(1)
+    n = 200
+    full = {m: rng.integers(0, 30, n) for m in ("tiger", "sasrec-ce")}
+    for m, ranks in full.items():
+        path = record_path(tmp_path, "d", m, 0, "cpu")
+        write_record(path, {"dataset": "d", "method": m, "seed": 0, "metrics": {}, "protocol": {"variant": "cpu"},
+                            "dataset_info": {"users": n}, "provenance": {"data_fingerprint": "fp"}}, ranks, "fp")  # fmt: skip
+    sample = np.sort(rng.choice(n, size=40, replace=False))
+    llm = np.where(rng.random(40) < 0.5, 1, full["tiger"][sample])
+    sampled = record_path(tmp_path, "d", "lc-rec", 0, "cpu+users40")
+    write_record(sampled, {"dataset": "d", "method": "lc-rec", "seed": 0, "metrics": {}, "protocol": {"variant": "cpu+users40"},
+                           "dataset_info": {"users": n}, "provenance": {"data_fingerprint": "fp"}}, llm, "fp", users=sample)  # fmt: skip
+    rows, text = significance(tmp_path, "d@cpu+users40,d@cpu", [("lc-rec", "tiger"), ("lc-rec", "sasrec-ce")], "ndcg@10", sampled)
+    assert [r["users"] for r in rows] == [40, 40] and "restricted to the 40 users" in text
+    for row, m in zip(rows, ("tiger", "sasrec-ce")):
+        assert row["baseline_value"] == pytest.approx(per_user(full[m][sample])["ndcg@10"].mean())
+        assert row["value"] == pytest.approx(per_user(llm)["ndcg@10"].mean())
+    # without the restriction the two tables hold different users: refused, not compared
+    with pytest.raises(UserError, match="different test users"):
+        significance(tmp_path, "d@cpu+users40,d@cpu", [("lc-rec", "tiger")])
+    # a record whose users are not all in another record's: named
+    with pytest.raises(UserError, match="did not evaluate"):
+        significance(tmp_path, "d@cpu+users40,d@cpu", [("tiger", "lc-rec")], "ndcg@10", record_path(tmp_path, "d", "tiger", 0, "cpu"))
+    assert main(["compare", "--results-dir", str(tmp_path), "--dataset", "d@cpu+users40,d@cpu", "--pairs", "lc-rec:tiger",
+                 "--users-of", str(sampled)]) == 0  # fmt: skip
+    assert "restricted to the 40 users" in capsys.readouterr().out

@@ -50,6 +50,7 @@ class Layout:
     parser: Callable[..., RawData]
     files: dict[str, str]  # parser argument -> file name
     optional: tuple[str, ...] = ()  # arguments whose file may be absent (passed as None)
+    text: tuple[str, ...] = ()  # arguments whose file carries item text (titles, descriptions, ...)
 
     def match(self, folder: Path) -> dict[str, Path | None] | None:
         """The parser's arguments for the files in ``folder``, or None if a required file is missing."""
@@ -63,6 +64,10 @@ class Layout:
             else:
                 return None
         return args
+
+    def inputs(self, args: dict[str, Path | None]) -> frozenset[str]:
+        """What the matched files offer beyond interactions (see :data:`INPUTS`)."""
+        return frozenset({"item_text"} if any(args.get(a) is not None for a in self.text) else ())
 
     def describe(self) -> str:
         """E.g. ``sequential_data.txt + datamaps.json (+ items.csv)``."""
@@ -131,6 +136,7 @@ P5_LAYOUT = Layout(
     sources.load_p5,
     {"sequences": "sequential_data.txt", "datamaps": "datamaps.json", "items": "items.csv"},
     optional=("items",),
+    text=("items",),
 )
 
 
@@ -140,6 +146,7 @@ def _amazon2014(name: str, category: str, counts: Counts) -> DatasetSpec:
         sources.load_amazon2014,
         {"reviews": f"reviews_{category}_5.json.gz", "meta": f"meta_{category}.json.gz"},
         optional=("meta",),
+        text=("meta",),
     )
     return DatasetSpec(
         name=name,
@@ -161,6 +168,7 @@ def _amazon2018(name: str, prefix: str, category: str, counts: Counts) -> Datase
             sources.load_lcrec_json,
             {"inter": f"{prefix}.inter{suffix}.json", "item": f"{prefix}.item.json"},
             optional=("item",),
+            text=("item",),
         )
         for suffix in ("", ".lcrec")
     ]
@@ -169,6 +177,7 @@ def _amazon2018(name: str, prefix: str, category: str, counts: Counts) -> Datase
         sources.load_amazon2018,
         {"reviews": f"{category}_5.json.gz", "meta": f"meta_{category}.json.gz"},
         optional=("meta",),
+        text=("meta",),
     )
     return DatasetSpec(
         name=name,
@@ -189,7 +198,7 @@ def _amazon2018(name: str, prefix: str, category: str, counts: Counts) -> Datase
 def _movielens(
     name: str, md5: str, counts: Counts, layouts: tuple[Layout, ...], recbole: Layout | None = None
 ) -> DatasetSpec:
-    archive = Layout("GroupLens zip", sources.load_movielens_zip, {"archive": f"{name}.zip"})
+    archive = Layout("GroupLens zip", sources.load_movielens_zip, {"archive": f"{name}.zip"}, text=("archive",))
     return DatasetSpec(
         name=name,
         description=f"MovieLens {name[3:].upper()} ratings as chronological sequences, no filtering",
@@ -209,18 +218,21 @@ ML100K_ATOMIC = Layout(
     sources.load_recbole_atomic,
     {"inter": "ml-100k.inter", "item": "ml-100k.item"},
     optional=("item",),
+    text=("item",),
 )
 ML1M_CSV = Layout(
     "MovieLens CSV copy",
     sources.load_movielens_csv,
     {"ratings": "ratings.csv", "movies": "movies.csv"},
     optional=("movies",),
+    text=("movies",),
 )
 YELP_RAW = Layout(
     "Yelp Open Dataset",
     sources.load_yelp,
     {"reviews": "yelp_academic_dataset_review.json", "business": "yelp_academic_dataset_business.json"},
     optional=("business",),
+    text=("business",),
 )
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -323,6 +335,24 @@ def locate(
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     source = _find(get_spec(name), resolve_data_dir(data_dir), cache)
     return (source.kind, str(source.folder)) if source is not None else None
+
+
+# What a dataset copy may offer beyond interactions, and what a method may need (``Method.needs``).
+INPUTS = {"item_text": "item text (titles, descriptions, categories)"}
+
+
+def dataset_inputs(name: str, data_dir: str | Path | None = None, cache_dir: str | Path | None = None) -> tuple[frozenset[str], str] | None:
+    """What the copy of ``name`` that a run would read offers beyond interactions, and where it is,
+    from which of its layout's files exist (nothing is parsed): ``({"item_text"}, "the local copy (P5 preprocessed)
+    in DIR")``.  Without a copy here, the files a download would bring.  None when there is neither."""
+    spec = get_spec(name)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    source = _find(spec, resolve_data_dir(data_dir), cache)
+    if source is not None:
+        return source.layout.inputs(source.args), f"the {source.kind} copy ({source.layout.format}) in {source.folder}"
+    if spec.remote and spec.raw_layout is not None:
+        return spec.raw_layout.inputs({arg: Path(file) for arg, file in spec.raw_layout.files.items()}), "its download"
+    return None
 
 
 def _accepted(spec: DatasetSpec) -> str:

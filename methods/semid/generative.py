@@ -218,7 +218,7 @@ class GenerativeMethod(Method):
         """Build the IDs (timed), the token table, the trie and the model."""
         self.ctx.synchronize()
         t0 = time.perf_counter()
-        ids = self.build_ids()
+        ids = self.tokenizer_stage()
         self.ctx.synchronize()
         self.ctx.efficiency["tokenizer_seconds"] = time.perf_counter() - t0
         self.set_ids(ids)
@@ -228,6 +228,12 @@ class GenerativeMethod(Method):
             "unique_fraction": ids.unique_fraction(), "prefixes_per_depth": self.trie.prefixes_per_depth(),
         }  # fmt: skip
         self.ctx.info["vocab_size"] = self.model.vocab_size
+
+    def tokenizer_stage(self) -> SemanticIDs:
+        """:meth:`build_ids` as a stage of training (``ctx.stage``): a resumed run takes the IDs its
+        checkpoint holds instead of training the tokenizer again.  A method whose tokenizer is
+        more than its IDs (BLOGER's, which trains on) overrides this."""
+        return self.ctx.stage("semantic_ids", self.build_ids)
 
     def set_ids(self, ids: SemanticIDs) -> None:
         """Install ``ids``: the token table and the trie.  Once the model exists (a tokenizer that
@@ -341,15 +347,16 @@ class GenerativeMethod(Method):
                              batching="length-grouped (mega-batches of 50 batches)" if cfg.group_by_length else "shuffled")  # fmt: skip
         self._decoding_beam = cfg.valid_beam
         lengths = (history >= 0).sum(1)
-        state = {"step": 0, "batch": None}
+        self.steps = 0  # optimizer steps over all epochs (after_step's count; in checkpoints)
+        state = {"batch": None}
 
         def loss_fn(idx: torch.Tensor) -> torch.Tensor:
             state["batch"] = batch = self.train_batch(users[idx], history[idx], target[idx])
             return self.loss(self.train_logits(batch).float(), batch.tgt)
 
         def after_step(loss: torch.Tensor) -> None:
-            self.after_step(state["step"], state["batch"], loss)
-            state["step"] += 1
+            self.after_step(self.steps, state["batch"], loss)
+            self.steps += 1
 
         def batches():
             if cfg.group_by_length:  # histories of 1..max_len items: pad each batch to its own longest
@@ -363,6 +370,12 @@ class GenerativeMethod(Method):
         finally:
             self._decoding_beam = cfg.beam
             self._gen = {k: 0 for k in self._gen}  # count generations of the final validation and test only
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"steps": getattr(self, "steps", 0)}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.steps = state["steps"]
 
     def artifacts(self) -> list:
         return [self.semantic_ids] if self.semantic_ids is not None else []
