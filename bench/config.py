@@ -196,11 +196,16 @@ def config_differences(config: Any, recorded: dict[str, Any]) -> list[tuple[str,
 
     An option added after a record was made counts as the value its field declares in its
     metadata ``before`` (what such records ran with); without that, it is "unrecorded". An
-    option the record has but the config no longer knows is "no longer an option"."""
+    option the record has but the config no longer knows is "no longer an option". An option
+    declared ``supplementary`` in its metadata only asks for supplementary test passes after
+    the headline (:meth:`bench.method.Method.test_variants`; it changes neither training,
+    selection nor the headline metrics), so it is no part of a record's identity: never a
+    difference."""
     expected = _plain(dataclasses.asdict(config))
     before = {f.name: _plain(f.metadata["before"]) for f in dataclasses.fields(config) if "before" in f.metadata}
+    supplementary = supplementary_options(type(config))
     out = []
-    for key in sorted(recorded.keys() | expected.keys()):
+    for key in sorted((recorded.keys() | expected.keys()) - supplementary):
         if key not in expected:
             out.append((key, recorded[key], None, "no longer an option"))
         elif key not in recorded:
@@ -213,10 +218,17 @@ def config_differences(config: Any, recorded: dict[str, Any]) -> list[tuple[str,
     return out
 
 
+def supplementary_options(config_cls: type) -> set[str]:
+    """The options of ``config_cls`` declared ``supplementary`` (metadata): they only ask for
+    supplementary test passes, so they are no part of a record's identity."""
+    return {f.name for f in dataclasses.fields(config_cls) if f.metadata.get("supplementary")}
+
+
 def normalized_config(config_cls: type, recorded: dict[str, Any]) -> dict[str, Any]:
     """A record's config with options added after it was made filled in from their ``before``
-    metadata: two records that ran with the same settings normalize to the same dict."""
-    filled = _plain(recorded)
+    metadata, and without its ``supplementary`` options: two records that ran with the same
+    settings normalize to the same dict."""
+    filled = {k: v for k, v in _plain(recorded).items() if k not in supplementary_options(config_cls)}
     for f in dataclasses.fields(config_cls):
         if f.name not in filled and "before" in f.metadata:
             filled[f.name] = _plain(f.metadata["before"])

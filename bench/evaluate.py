@@ -63,7 +63,7 @@ class Evaluator:
     def masking_keeps_depth(self) -> bool:
         """Whether removing history items keeps the full ranking depth: true for full-catalog
         scores, false for ranked lists (masked entries would shorten them)."""
-        return self.method.output == "scores"
+        return self.method.active_output == "scores"
 
     @torch.no_grad()
     def run(self, mask_history: bool | None = None) -> EvalOutput:
@@ -71,6 +71,7 @@ class Evaluator:
         mask = self.mask_history if mask_history is None else mask_history
         method = self.method
         method.eval()
+        output = method.active_output
         n = len(self.users)
         ranks = torch.empty(n, dtype=torch.long, device=self.users.device)
         short = dup = entries = depth = 0
@@ -81,7 +82,7 @@ class Evaluator:
             lengths = self.lengths[sl]
             width = int(lengths.max().item()) if len(lengths) else 0
             batch = EvalBatch(self.users[sl], self.history[sl, self.history.shape[1] - width :], lengths)
-            if method.output == "scores":
+            if output == "scores":
                 scores = method.score(batch)
                 if scores.shape != (len(batch.users), method.data.n_items):
                     raise ValueError(f"{method.name}.score returned shape {tuple(scores.shape)}, expected ({len(batch.users)}, {method.data.n_items})")
@@ -105,4 +106,4 @@ class Evaluator:
         method.ctx.synchronize()
         seconds = time.perf_counter() - t0
         return EvalOutput(ranks.cpu().numpy(), seconds, n, short, dup, entries,
-                          depth if method.output == "lists" else None)
+                          depth if output == "lists" else None)

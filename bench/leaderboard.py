@@ -78,7 +78,8 @@ def _codebook_table(methods: dict[str, list[Record]]) -> list[str]:
             m, len(books), books[0]["source"],
             f"{mean(lambda b: b['per_level'][0]['used']):.1f} / {size}",
             f"{statistics.fmean(f['entropy_bits'] for f in first):.2f} ({statistics.fmean(f['entropy_normalized'] or 0 for f in first):.2f})",
-            " / ".join(f"{statistics.fmean(b['unique_prefixes'][d] for b in books):,.0f}" for d in range(depth)),
+            " / ".join(f"{statistics.fmean(b['unique_prefixes'][d] for b in books):,.0f}" if d >= 0 else "…"
+                       for d in (range(depth) if depth <= 6 else [0, 1, 2, 3, -1, depth - 1])),  # long IDs (RPG's 32 digits): the first 4 and the last
             f"{mean(lambda b: b['semantic_collision_rate']):.4f} ({mean(lambda b: b['semantic_items_in_collision_groups']):,.0f} items)",
             f"{mean(lambda b: b['collision_rate']):.4f}",
             f"{max(b['largest_group'] for b in books)}",
@@ -225,20 +226,28 @@ def _variants_table(methods: dict[str, list[Record]]) -> list[str]:
         if not labels:
             continue
         have = [r for r in methods[m] if r.data.get("test_metrics_variants")]
-        passes = [("headline", [r.data["metrics"] for r in have], [r.data.get("value_metrics", {}).get("metrics", {}) for r in have])]
+        passes = [("headline", [r.data["metrics"] for r in have], [r.data.get("value_metrics", {}).get("metrics", {}) for r in have],
+                   [r.data.get("efficiency", {}).get("test_seconds") for r in have], [{} for _ in have])]  # fmt: skip
         for label in labels:
             vs = [r.data["test_metrics_variants"][label] for r in have if label in r.data["test_metrics_variants"]]
-            passes.append((label, [v["metrics"] for v in vs], [v.get("value_metrics", {}) for v in vs]))
-        for label, metrics, values in passes:
+            passes.append((label, [v["metrics"] for v in vs], [v.get("value_metrics", {}) for v in vs], [v.get("test_seconds") for v in vs],
+                           [v.get("method_report", {}) for v in vs]))  # fmt: skip
+        for label, metrics, values, seconds, reports in passes:
+            found = _mean_std([x.get("beam_recall_of_exact_top10") for x in reports])
+            secs = _mean_std(seconds)
             rows.append([m, label, len(metrics)] + [_fmt(_mean_std([x.get(k) for x in metrics]), False) for k in keys]
-                        + [_fmt(_mean_std([x.get(k) for x in values]), False) for k in value_keys])  # fmt: skip
+                        + [_fmt(_mean_std([x.get(k) for x in values]), False) for k in value_keys]
+                        + [_fmt(found, False, 3), MISSING if secs is None else f"{secs[0]:,.0f}"])  # fmt: skip
     if not rows:
         return []
     return [
         "Decoding variants (supplementary test passes of the same selected checkpoints with a decode-time option changed; "
-        "selection and the headline use the configured option only):",
+        "selection and the headline use the configured option only). `exact` ranks the whole catalogue by each item's ID "
+        "likelihood; beam found = the share of each user's exact top-10 items that the headline beam returned (its recall "
+        "of the exact ranking); test s = seconds of the pass, mean over seeds, on the records' own hardware:",
         "",
-        tabulate(rows, headers=["method", "pass", "n", *keys, *value_keys], tablefmt="github", disable_numparse=True),
+        tabulate(rows, headers=["method", "pass", "n", *keys, *value_keys, "beam found (of exact top-10)", "test s"], tablefmt="github",
+                 disable_numparse=True),  # fmt: skip
         "",
     ]
 

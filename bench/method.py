@@ -163,6 +163,19 @@ class Method(abc.ABC):
         ``test_metrics_variants``; selection and the headline never see them.  Default: none."""
         return {}
 
+    @property
+    def active_output(self) -> str:
+        """What the method returns under its current config, "scores" or "lists": ``output`` by
+        default; a method with a decode-time option that switches it (a generative method's exact
+        ranking, scores over the catalogue instead of the beam's lists) says so here.  The
+        harness asks this at every pass."""
+        return self.output
+
+    def pass_report(self) -> dict[str, Any]:
+        """Facts the method measured during the supplementary pass just run (e.g. how much of an
+        exact ranking the headline beam found), recorded beside that pass's metrics; {} = none."""
+        return {}
+
     # ---- training state a checkpoint holds beyond the shared loop's --------------------------
     def extra_state(self) -> dict[str, Any]:
         """The method's own training state that a checkpoint must hold besides what the shared

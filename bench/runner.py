@@ -311,7 +311,7 @@ def execute(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig, d
             "select_metric": cfg.select_metric,
             "users_evaluated": test.users,
             "eval_users": cfg.eval_users or None,  # a seeded sample of test users (None = all of them)
-            "output": method.output,
+            "output": method.active_output,
         },
         "efficiency": efficiency,
         "config": to_dict(parts["config"]),
@@ -382,18 +382,21 @@ def supplementary_passes(method: Method, test_set: Split, tiebreak, cfg: RunConf
                          variants: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
     """The method's supplementary test passes (:meth:`Method.test_variants`, or ``variants``),
     after the headline one: each with some decode-time options changed on the same
-    checkpoint, then restored."""
+    checkpoint, then restored; what the method measured during a pass
+    (:meth:`Method.pass_report`) is kept beside its metrics as ``method_report``."""
     out = {}
     for label, changes in (method.test_variants() if variants is None else variants).items():
         saved = method.config
         method.config = replace(saved, **changes)
         try:
             res = Evaluator(test_set.test, method, tiebreak, cfg.eval_batch_size, cfg.progress, f"test {label}", cfg.mask_history).run()
+            facts = method.pass_report()
         finally:
             method.config = saved
         values = value_section(test_set, res.ranks, res.list_depth)
         out[label] = {"options": changes, "metrics": summarize(res.ranks, res.list_depth, test_set.n_items),
-                      **({"value_metrics": values["metrics"]} if values is not None else {}), "test_seconds": res.seconds}  # fmt: skip
+                      **({"value_metrics": values["metrics"]} if values is not None else {}), "test_seconds": res.seconds,
+                      **({"method_report": facts} if facts else {})}  # fmt: skip
     return out
 
 

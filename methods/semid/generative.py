@@ -35,13 +35,19 @@ test pass; while training, the per-epoch validation that drives early stopping u
 smaller ``valid_beam`` (default 20) for speed: the selection metric (NDCG@10) needs only
 the top 10, so beam 20 is enough to rank checkpoints, but the validation curve's
 Recall@100 is not comparable with the final one.
+
+Exact ranking: with ``decode = "exact"`` the method outputs scores instead of lists: every
+item's ID log-likelihood given the history (:mod:`methods.semid.exact`), so the harness ranks
+the whole catalogue (ties by its seeded order).  ``exact_pass`` asks for it as a supplementary
+test pass (``test_variants``: ``exact``) after the beam's headline pass; that pass also
+measures how much of the exact ranking the headline beam found (:meth:`GenerativeMethod.pass_report`).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -52,12 +58,14 @@ from bench.errors import UserError
 from bench.method import EvalBatch, Method
 from bench.training import train
 from methods.semid.beam import BeamResult, PrefixTrie, beam_search
+from methods.semid.exact import DEPTH, BeamRecall, beam_bound, exact_item_scores, leaf_of_items
 from bench.semantic_ids import SemanticIDs
 from methods.semid.seq2seq import Seq2Seq, Seq2SeqConfig
 
 PAD, BOS, EOS = 0, 1, 2
 N_SPECIAL = 3
 SCHEDULES = ("cosine", "constant", "rsqrt")
+DECODES = ("beam", "exact")
 
 
 @dataclass
@@ -89,8 +97,13 @@ class GenerativeConfig:
     # decoding
     beam: int = 100  # final validation and test
     valid_beam: int = 20  # validations during training (early stopping)
+    decode: str = field(default="beam", metadata={"before": "beam"})  # beam (ranked lists) | exact (every item's ID likelihood: scores)
+    # a supplementary test pass with decode = "exact" (methods/semid/exact.py), beside the beam's headline
+    exact_pass: bool = field(default=False, metadata={"before": False, "supplementary": True})
 
     def __post_init__(self):
+        if self.decode not in DECODES:
+            raise UserError(f"option decode: expected one of {', '.join(DECODES)}, got {self.decode!r}")
         if self.lr_schedule not in SCHEDULES:
             raise UserError(f"option lr_schedule: expected one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
         for name in ("beam", "valid_beam", "max_len", "layers", "heads", "d_model", "d_kv", "d_ff", "batch_size"):
@@ -117,7 +130,7 @@ class GenerativeConfig:
 # (8,317 users); TIGER's three seeds stopped at epochs 84, 60 and 50 (26-43 minutes a run).
 CPU_RECOMMENDER: dict[str, object] = {
     "d_model": 64, "layers": 2, "heads": 2, "d_kv": 32, "d_ff": 256, "batch_size": 256, "lr": 1e-3,
-    "epochs": 100, "eval_every": 2, "patience": 3, "valid_beam": 10, "beam": 100,
+    "epochs": 100, "eval_every": 2, "patience": 3, "valid_beam": 10, "beam": 100, "exact_pass": True,
 }  # fmt: skip
 
 
@@ -194,6 +207,7 @@ class GenerativeMethod(Method):
         self.model: Seq2Seq | None = None
         self._decoding_beam = config.beam
         self._gen = {"users": 0, "slots": 0, "generated": 0, "invalid": 0, "duplicates": 0}
+        self.beam_recall = BeamRecall(data.n_users)  # how much of the exact ranking the headline beam found
 
     # ---- the tokenizer step, the one thing a subclass provides ----------------------------
     def build_ids(self) -> SemanticIDs:
@@ -234,6 +248,7 @@ class GenerativeMethod(Method):
         self.level_offsets = torch.from_numpy(ids.offsets + N_SPECIAL).to(dev)
         self.user_offset = N_SPECIAL + ids.vocab_size
         self.trie = PrefixTrie.build(ids, dev)
+        self.leaf_of_item = leaf_of_items(self.trie)
 
     def make_model(self, vocab_size: int) -> Seq2Seq:
         """The recommender (hook: a subclass may return a Seq2Seq with extra heads)."""
@@ -366,6 +381,14 @@ class GenerativeMethod(Method):
         return [self.semantic_ids] if self.semantic_ids is not None else []
 
     # ---- recommendation -------------------------------------------------------------------
+    @property
+    def active_output(self) -> str:
+        """Ranked lists from the beam, or full-catalogue scores under ``decode = "exact"``."""
+        return "scores" if self.config.decode == "exact" else "lists"
+
+    def test_variants(self) -> dict[str, dict[str, Any]]:
+        return {"exact": {"decode": "exact"}} if self.config.exact_pass and self.config.decode != "exact" else {}
+
     def search(self, batch: EvalBatch, src: torch.Tensor, beam: int, k: int) -> BeamResult:
         """The constrained beam search for one batch (hook: a subclass may change the step's
         scores or restrict the items per request)."""
@@ -377,6 +400,7 @@ class GenerativeMethod(Method):
         B, beam = len(batch.users), self._decoding_beam
         src = self.encoder_input(batch.users, batch.history)
         res = self.search(batch, src, beam, k)
+        self.beam_recall.remember(batch, res.items, beam, beam_bound(res.scores))
         g = self._gen
         g["users"] += B
         g["slots"] += B * beam
@@ -390,3 +414,28 @@ class GenerativeMethod(Method):
             "empty_beam_rate": 1.0 - g["generated"] / max(1, g["slots"]),  # beam slots left without a valid ID
         }  # fmt: skip
         return res.items
+
+    @torch.no_grad()
+    def score(self, batch: EvalBatch) -> torch.Tensor:
+        """(B, n_items) log-likelihood of every item's full ID given the history (``decode = "exact"``),
+        exact for every item within each user's top :data:`methods.semid.exact.DEPTH` (the harness's
+        ranking depth); branch and bound cuts the rest to -inf.  The bound is the worst score of
+        this history's headline beam when that had at least DEPTH IDs (the pass after the headline
+        costs no beam), else of a beam of DEPTH run here."""
+        src = self.encoder_input(batch.users, batch.history)
+        bound = self.beam_recall.bound_for(batch)
+        missing = torch.isinf(bound)
+        if bool(missing.any()):
+            sub = EvalBatch(batch.users[missing], batch.history[missing], batch.lengths[missing])
+            bound[missing] = beam_bound(self.search(sub, src[missing], DEPTH, DEPTH).scores)
+
+        def make_step(rows: torch.Tensor):
+            return seq2seq_step(self.model, rows, self.level_offsets, self.semantic_ids.sizes, bf16=self.decode_bf16)
+
+        scores = exact_item_scores(make_step, src, self.trie, self.leaf_of_item, bound)
+        self.beam_recall.compare(batch, scores)
+        return scores
+
+    def pass_report(self) -> dict[str, Any]:
+        """After an exact pass: how much of it the headline beam found (:class:`BeamRecall`)."""
+        return self.beam_recall.report()

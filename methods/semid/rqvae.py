@@ -64,10 +64,12 @@ from methods.semid.constrained import fit_constrained
 COLLISIONS = ("count", "sinkhorn", "none")
 KMEANS_ON = ("all", "first_batch")
 KMEANS_INIT = ("kmeans", "constrained", "none")
+RQ_METHODS = ("rqvae", "rkmeans")  # a trained RQ-VAE | residual k-means on the embeddings (methods/semid/rkmeans.py)
 
 
 @dataclass
 class RQVAEConfig:
+    method: str = "rqvae"  # rqvae | rkmeans (no trained quantizer: k-means++ per level on the embeddings' residuals)
     latent_dim: int = 32
     hidden: tuple[int, ...] = (512, 256, 128)  # encoder widths (TIGER); the decoder mirrors them
     levels: int = 3  # semantic levels (TIGER 3; LETTER / LC-Rec / BLOGER 4)
@@ -90,6 +92,8 @@ class RQVAEConfig:
     log_every: int = 100  # epochs between entries of info["loss_curve"]
 
     def check(self) -> None:
+        if self.method not in RQ_METHODS:
+            raise UserError(f"rq method must be one of {', '.join(RQ_METHODS)}, got {self.method!r}")
         if self.collisions not in COLLISIONS:
             raise UserError(f"rqvae collisions must be one of {', '.join(COLLISIONS)}, got {self.collisions!r}")
         if self.kmeans_init not in KMEANS_INIT:
@@ -353,8 +357,17 @@ def train_rqvae(
 
     Deterministic for a seed on a given device (the global RNG is forked, not disturbed).
     ``progress(epoch, losses)`` is called every ``cfg.log_every`` epochs.
+
+    ``cfg.method = "rkmeans"``: no model is trained; the IDs come from residual k-means on the
+    embeddings themselves (:func:`methods.semid.rkmeans.train_rkmeans`) and the model is None.
     """
     cfg.check()
+    if cfg.method == "rkmeans":
+        if extra_loss is not None:
+            raise UserError("rq method 'rkmeans' trains no quantizer, so it takes no extra tokenizer loss (LETTER's regularizers); use 'rqvae'")
+        from methods.semid.rkmeans import train_rkmeans  # it builds on this module
+
+        return None, train_rkmeans(embeddings, cfg, seed)
     device = torch.device(device)
     x_np = np.asarray(embeddings, dtype=np.float32)
     if x_np.ndim != 2 or len(x_np) == 0 or not np.isfinite(x_np).all():
@@ -416,26 +429,27 @@ def train_rqvae(
         "before_collision_handling": before,
         "collisions": cfg.collisions,
     }
-    codes, sizes, source, facts = resolve_collisions(codes, last_residual, model, cfg)
+    codes, sizes, source, facts = resolve_collisions(codes, last_residual, model.codebooks[-1].detach(), cfg)
     info.update(facts)
     info["after_collision_handling"] = collision_stats(codes)
     info["seconds"] = time.perf_counter() - start
     return model, SemanticIDs(codes, sizes, source, info)
 
 
-def resolve_collisions(codes: np.ndarray, last_residual: np.ndarray, model: RQVAE, cfg: RQVAEConfig) -> tuple[np.ndarray, tuple[int, ...], str, dict[str, Any]]:
-    """``cfg.collisions`` applied to the semantic codes (n, levels) of :meth:`RQVAE.encode`:
-    (codes, level sizes, source name, facts)."""
+def resolve_collisions(codes: np.ndarray, last_residual: np.ndarray, last_book: torch.Tensor, cfg: RQVAEConfig) -> tuple[np.ndarray, tuple[int, ...], str, dict[str, Any]]:
+    """``cfg.collisions`` applied to the semantic codes (n, levels) of a residual quantizer
+    (:meth:`RQVAE.encode`, or residual k-means), given each item's last residual and the last
+    level's codewords: (codes, level sizes, source name, facts)."""
     sizes = [cfg.codebook_size] * cfg.levels
-    source, facts = "rqvae", {}
+    source, facts = cfg.method, {}
     if cfg.collisions == "count":
         extra_level = count_level(codes)
         codes = np.concatenate([codes, extra_level[:, None]], 1)
         sizes.append(int(extra_level.max()) + 1)
-        source = "rqvae+count"
+        source += "+count"
     elif cfg.collisions == "sinkhorn":
-        codes, facts = sinkhorn_resolve(codes, last_residual, model.codebooks[-1].detach(), cfg)
-        source = "rqvae+sinkhorn"
+        codes, facts = sinkhorn_resolve(codes, last_residual, last_book, cfg)
+        source += "+sinkhorn"
     return codes, tuple(sizes), source, facts
 
 
