@@ -173,6 +173,8 @@ def cmd_run(args) -> int:
     if quick:
         print(f"quick suite: {QUICK_METHODS} on {QUICK_DATASETS}, seed(s) {args.seeds}, epochs capped {QUICK_PROFILE}, "
               f"records tagged '{args.tag}'")
+    if board:  # a board names records of older settings and keeps them; an explicit grid stops on them
+        specs = grid.kept_records(specs)
     grid.check_conflicts(specs)
     status = {name: grid.dataset_status(name, settings) for name in datasets}
     text, pending = grid.plan_text(specs, status, jobs=len(gpus) if gpus else args.jobs)

@@ -162,13 +162,39 @@ def _fmt_seconds(s: float | None) -> str:
     return f"{s / 3600:.1f}h"
 
 
+def conflicts(specs: list[RunSpec]) -> list[RunSpec]:
+    """The runs whose record exists but was made with other settings (see :func:`check_conflicts`)."""
+    from bench.runner import existing_record
+
+    return [s for s in specs if not s.settings.overwrite and existing_record(s) == "other"]
+
+
+def kept_records(specs: list[RunSpec], log=print) -> list[RunSpec]:
+    """For a board: a cell whose record was made with other settings (e.g. before an option's
+    default changed) is neither re-run nor passed over in silence: one line per (table, method)
+    names the differing settings, and the cell is left out of the run (``--overwrite`` redoes
+    it). Returns the other specs."""
+    from bench.runner import settings_conflict
+
+    kept = conflicts(specs)
+    groups: dict[tuple[str, str], list[RunSpec]] = defaultdict(list)
+    for spec in kept:
+        groups[(table_name(spec.dataset, spec.settings.variant), spec.method)].append(spec)
+    for (table, method), group in sorted(groups.items()):
+        why = "; ".join(settings_conflict(group[0], json.loads(group[0].path.read_text())))
+        log(f"keep {table} {method} seed(s) {','.join(str(s.seed) for s in group)}: recorded with other settings ({why}); "
+            "not re-run (--overwrite redoes them)")
+    ids = {id(s) for s in kept}
+    return [s for s in specs if id(s) not in ids]
+
+
 def check_conflicts(specs: list[RunSpec]) -> None:
     """Stop before any work when a run's record exists but was made with other settings (its
     config, preset, tag, protocol or precision): one line naming the differing fields, and the
     two ways on (``--tag``, ``--overwrite``)."""
-    from bench.runner import conflict_message, existing_record, settings_conflict
+    from bench.runner import conflict_message, settings_conflict
 
-    clashes = [s for s in specs if not s.settings.overwrite and existing_record(s) == "other"]
+    clashes = conflicts(specs)
     if clashes:
         first = clashes[0]
         more = f" (and {len(clashes) - 1} more run(s) alike: {', '.join(s.label for s in clashes[1:4])}{', ...' if len(clashes) > 4 else ''})"

@@ -3,6 +3,7 @@ coverage lines, the across-datasets summary and the leaderboard's figures."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -244,3 +245,23 @@ def test_published_rows_of_the_new_datasets() -> None:
     for dataset in ("sports", "toys", "instruments", "yelp"):
         rows = published_for(dataset)
         assert rows and all(p.metrics["recall@10"] >= p.metrics["recall@5"] and p.metrics["ndcg@10"] >= p.metrics["ndcg@5"] for p in rows)
+
+
+def test_a_board_names_and_keeps_a_record_of_other_settings_where_a_grid_stops(capsys, tmp_path: Path, tiny_data: Path) -> None:
+    """A cell recorded before a default changed: the board run says so, one line per method, and
+    leaves it (--overwrite redoes it); the same run asked for as a grid stops on it."""
+    results = tmp_path / "results"
+    for seed in (0, 1):
+        _record(results, "tinyds", "mf", seed, 0.1)
+        path = record_path(results, "tinyds", "mf", seed)
+        data = json.loads(path.read_text())
+        data["config"]["epochs"] = 7
+        path.write_text(json.dumps(data))
+    board = _board(tmp_path, f'results_dir = "{results}"\n[[group]]\ndatasets = ["tinyds"]\nmethods = ["mf", "pop"]\nseeds = [0, 1]\n')
+    common = ["--data-dir", str(tiny_data), "--cache-dir", str(tmp_path / "cache"), "--dry-run"]
+    assert main(["run", "--board", str(board), *common]) == 0
+    out = capsys.readouterr().out
+    assert "keep tinyds mf seed(s) 0,1: recorded with other settings (epochs: 7 in the record, 200 here)" in out
+    assert "tinyds pop seed(s) 0,1:" in out and "tinyds mf seed(s)" not in out.split("plan:")[1]
+    assert main(["run", "--methods", "mf", "--datasets", "tinyds", "--seeds", "0", "--results-dir", str(results), *common]) == 2
+    assert "epochs: 7 in the record, 200 here" in capsys.readouterr().err
