@@ -1,0 +1,173 @@
+"""Where an LC-Rec training example's time goes on a CPU (issue: LC-Rec that learns).
+
+Builds lc-rec at a preset on a dataset (the tokenizer trained briefly: the IDs' values do not
+change a step's cost), draws one epoch's examples as the method does, and times optimizer
+steps of ``--batch`` examples (micro-batches of ``--micro``) in several settings, each over the
+same examples:
+
+* ``fp32``: the method as it is, in fp32 (LM head at the response positions only);
+* ``bf16``: the same under bf16 autocast (fp32 master weights and loss), where the CPU has it;
+* ``fp32, head at every position``: the LM head over the whole sequence (prompt included);
+* ``fp32, no backward``: the forward pass alone.
+
+It then profiles one fp32 step with torch.profiler and groups the time by module kind (the
+LM head over the 49k-token vocabulary, LoRA, attention, MLP, embeddings, optimizer) and by
+forward / backward, and prints the mean prompt and response lengths. Prints a Markdown table
+naming the machine and its load.
+
+    python scripts/profile_lcrec.py --dataset scientific --data-dir DIR --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.config import resolve_config
+from bench.data.registry import load_dataset
+from bench.method import Context
+from bench.provenance import cpu_name
+from bench.runner import RunConfig, cpu_has_native_bf16, train_data
+from bench.split import leave_one_out
+from methods.lcrec import LCRec, build_pool, draw_examples
+
+
+def timed_steps(method: LCRec, encoded: list, batch: int, micro: int, steps: int, autocast: bool, keep_all: bool,
+                backward: bool) -> float:  # fmt: skip
+    """Seconds per example over ``steps`` optimizer steps (after one warm-up step)."""
+    params = [p for p in method.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    method.ctx.precision = "bf16" if autocast else "fp32"
+    original = method.batch_loss
+    if keep_all:  # the LM head over every position: the cost the response-only head avoids
+        import torch.nn.functional as F
+
+        from methods.lcrec import left_pad
+
+        def full_head(enc):
+            ids, mask, pos = left_pad([p + r for p, r in enc], method.pad, method.device)
+            with torch.autocast(**method.autocast):
+                logits = method.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+            keep = max(len(r) for _, r in enc) + 1
+            labels = torch.full((len(enc), keep), -100, dtype=torch.long)
+            for row, (_, r) in enumerate(enc):
+                labels[row, keep - len(r):] = torch.tensor(r)
+            return F.cross_entropy(logits[:, -keep:-1].float().flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100,
+                                   reduction="sum"), 0  # fmt: skip
+
+        method.batch_loss = full_head
+    method.model.train()
+    times = []
+    try:
+        for step in range(steps + 1):
+            chunk = encoded[step * batch:(step + 1) * batch]
+            chunk = sorted(chunk, key=lambda pr: len(pr[0]) + len(pr[1]))
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            for m in range(0, len(chunk), micro):
+                if backward:
+                    loss, _ = method.batch_loss(chunk[m:m + micro])
+                    loss.backward()
+                else:
+                    with torch.no_grad():
+                        method.batch_loss(chunk[m:m + micro])
+            if backward:
+                opt.step()
+            if step:  # the first step warms up
+                times.append((time.perf_counter() - t0) / len(chunk))
+    finally:
+        method.batch_loss = original
+    return float(np.mean(times))
+
+
+def profile_step(method: LCRec, encoded: list, micro: int) -> dict[str, float]:
+    """Self CPU time of one fp32 optimizer step's operators, grouped by the module kind they ran in."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    params = [p for p in method.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    method.ctx.precision = "fp32"
+    hooks = []
+    for name, module in method.model.named_modules():
+        kind = ("lm_head" if name.endswith("lm_head") else "lora" if ".lora_" in name else "attention" if name.endswith("self_attn")
+                else "mlp" if name.endswith(".mlp") else "embeddings" if name.endswith("embed_tokens") else None)  # fmt: skip
+        if kind:  # LoRA runs inside the attention and MLP projections: its time is part of theirs too
+            def pre(mod, args, kind=kind):
+                mod._rf = record_function(f"module::{kind}")
+                mod._rf.__enter__()
+
+            def post(mod, args, out):
+                mod._rf.__exit__(None, None, None)
+
+            hooks += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    chunk = sorted(encoded, key=lambda pr: len(pr[0]) + len(pr[1]))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with record_function("phase::forward+backward"):
+            for m in range(0, len(chunk), micro):
+                loss, _ = method.batch_loss(chunk[m:m + micro])
+                loss.backward()
+        with record_function("phase::optimizer"):
+            opt.step()
+    for h in hooks:
+        h.remove()
+    totals: dict[str, float] = defaultdict(float)
+    for e in prof.key_averages():
+        if e.key.startswith(("module::", "phase::")):
+            totals[e.key] += e.cpu_time_total / 1e6  # inclusive: forward time of the module, the phases' wall
+    return dict(totals)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="scientific")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--preset", default="cpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--micro", type=int, default=8)
+    p.add_argument("--steps", type=int, default=3)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    settings = RunConfig(data_dir=Path(args.data_dir) if args.data_dir else None)
+    split = leave_one_out(load_dataset(args.dataset, data_dir=settings.data_dir))
+    config = resolve_config(LCRec, args.preset, {"rq_epochs": 20})
+    device = torch.device("cpu")
+    ctx = Context(device=device, seed=0, validate=dict, precision="fp32")
+    method = LCRec(config, train_data(split, settings), ctx)
+    method.prepare()
+    pool = build_pool(method.data.train, method.data.n_items, config.tasks, config.max_len)
+    examples = draw_examples(pool, method.ids_text, method.fields, (args.steps + 1) * args.batch, ctx.numpy_rng("profile"))
+    t0 = time.perf_counter()
+    encoded = [method.encode_example(ex) for ex in examples]
+    tokenize = (time.perf_counter() - t0) / len(encoded)
+    prompt = np.mean([len(pr) for pr, _ in encoded])
+    response = np.mean([len(r) for _, r in encoded])
+    rows = [("fp32 (as the method runs)", timed_steps(method, encoded, args.batch, args.micro, args.steps, False, False, True)),
+            ("fp32, LM head at every position", timed_steps(method, encoded, args.batch, args.micro, args.steps, False, True, True)),
+            ("fp32, forward only", timed_steps(method, encoded, args.batch, args.micro, args.steps, False, False, False))]  # fmt: skip
+    if cpu_has_native_bf16():
+        rows.append(("bf16 autocast (fp32 master weights and loss)",
+                     timed_steps(method, encoded, args.batch, args.micro, args.steps, True, False, True)))
+    parts = profile_step(method, encoded[: args.batch], args.micro)
+    load = os.getloadavg()[0]
+    print(f"lc-rec@{args.preset} on {args.dataset}, {cpu_name()}, {args.threads} thread(s), load average {load:.1f} while measured; "
+          f"{config.model}; batch {args.batch} in micro-batches of {args.micro}; mean prompt {prompt:.0f} tokens, "
+          f"response {response:.1f} tokens (with end of sequence); tokenizing {1000 * tokenize:.2f} ms per example\n")
+    print("| setting | seconds per example |\n|---|---|")
+    for name, seconds in rows:
+        print(f"| {name} | {seconds:.3f} |")
+    step = parts.get("phase::forward+backward", 0.0) + parts.get("phase::optimizer", 0.0)
+    print("\nOne fp32 step, profiled (forward time inside each module kind, inclusive; phases' wall time):\n")
+    print("| part | seconds | share of the step |\n|---|---|---|")
+    for key in sorted(parts, key=lambda k: -parts[k]):
+        print(f"| {key.split('::')[1]} | {parts[key]:.3f} | {parts[key] / step:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
