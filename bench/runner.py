@@ -35,7 +35,8 @@ from bench.errors import UserError
 from bench.evaluate import Evaluator
 from bench.method import Context, Method, TrainData, seed_sequence
 from bench.metrics import MAX_RANK, METRIC_KEYS, summarize, tiebreak_order
-from bench.results import Claim, claim_path, codebook_plot_path, is_complete, new_run_id, record_path, temp_name, write_record
+from bench.paths import default_cache_dir
+from bench.results import Claim, claim_path, codebook_plot_path, is_complete, new_run_id, record_path, table_name, temp_name, write_record
 from bench.semantic_ids import SemanticIDs
 from bench.split import Split, sample_rows
 from bench.value import SECTION as VALUE_SECTION
@@ -68,8 +69,10 @@ class RunConfig:
     progress: bool = True  # progress bars (a terminal)
     log: bool = False  # one plain line per validation on stderr instead (batch jobs, nohup, CI logs)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # method name -> option -> value
-    data_dir: Path | None = None  # the local data directory, resolved once by the caller
-    cache_dir: Path | None = None  # canonical data, downloads and text embeddings (None = the default)
+    data_dir: Path | None = None  # the local data directory, resolved (bench.paths.Paths); None = none
+    # canonical data, downloads and text embeddings: resolved (bench.paths.Paths) by the command line; a
+    # RunConfig made without one (a script, a test) gets the default once, here
+    cache_dir: Path = field(default_factory=default_cache_dir)
     download: bool = True
     threads: int | None = None  # torch CPU threads in the process that trains (None = torch's default: all cores)
     precision: str = "auto"  # "auto" (bf16 where the device supports it natively), "fp32" or "bf16"
@@ -86,7 +89,7 @@ class RunConfig:
 
 def run_label(dataset: str, method: str, seed: int, variant: str = "") -> str:
     """How progress bars and log lines name a run: ``[beauty@cpu tiger seed 0]``."""
-    return f"[{dataset}{'@' + variant if variant else ''} {method} seed {seed}]"
+    return f"[{table_name(dataset, variant)} {method} seed {seed}]"
 
 
 @dataclass
@@ -517,7 +520,7 @@ def run_one(spec: RunSpec) -> RunOutcome:
         cls = METHODS.get(spec.method)
         device = resolve_device(cfg.device)
         dataset = load_dataset(spec.dataset, data_dir=cfg.data_dir, cache_dir=cfg.cache_dir, download=cfg.download)
-        where = locate(spec.dataset, cfg.data_dir, cfg.cache_dir)
+        where = locate(spec.dataset, cfg.data_dir, cache_dir=cfg.cache_dir)
         source_dir = Path(where[1]) if where is not None and where[0] == "local" else None
         if cfg.log or cfg.progress:
             print(f"{spec.label} training on {device} ({torch.get_num_threads()} thread(s))", file=sys.stderr, flush=True)

@@ -431,7 +431,7 @@ class LCRec(Method):
         cfg = self.config
         emb, info = item_embeddings(self.data, cfg.text_config(), self.device)
         self.ctx.info["text_embeddings"] = info
-        seed = int(self.ctx.numpy_rng(self.name, "rqvae").integers(2**31))
+        seed = self.ctx.seed_for(self.name, "rqvae")
         _, ids = train_rqvae(emb, cfg.rqvae_config(), self.device, seed)
         self.ctx.info["tokenizer"] = {"rqvae": {k: v for k, v in ids.info.items() if k != "loss_curve"}}
         return ids
@@ -455,7 +455,7 @@ class LCRec(Method):
         new = torch.cat(self.level_tokens).tolist()
         if len(set(new)) != len(new) or min(new) < facts["base_vocab"]:
             raise UserError(f"lc-rec: the model's tokenizer already has some of the code tokens {names[0][0]}...; they must be new")
-        seed = int(self.ctx.numpy_rng(self.name, "lm-init").integers(2**31))
+        seed = self.ctx.seed_for(self.name, "lm-init")
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(seed)  # the new rows' initialisation and LoRA's A matrices
             lm.resize_token_embeddings(len(self.tokenizer))
@@ -478,9 +478,10 @@ class LCRec(Method):
 
     @property
     def autocast(self) -> dict:
-        # the run's precision (--precision, resolved by the harness: bf16 on CUDA with bf16 and on CPUs
-        # with native bf16), unless the config turns bf16 off
-        return dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16 and self.ctx.precision == "bf16")
+        # the run's training autocast (Context.autocast_settings), unless the config turns bf16 off;
+        # LC-Rec's beam search runs under it too (on a CPU as well, unlike the seq2seq family's)
+        settings = self.ctx.autocast_settings()
+        return {**settings, "enabled": settings["enabled"] and self.config.bf16}
 
     # ---- training ---------------------------------------------------------------------------
     def encode_example(self, ex: Example) -> tuple[list[int], list[int]]:

@@ -191,7 +191,7 @@ class UniVA(TIGER):
     # ---- commercial SID ------------------------------------------------------------------
     def build_ids(self) -> SemanticIDs:
         emb = self.embeddings()
-        seed = int(self.ctx.numpy_rng(self.name, "rqvae").integers(2**31))
+        seed = self.ctx.seed_for(self.name, "rqvae")
         rq = dataclasses.replace(self.config.rqvae_config(), collisions="none")
         _, sem = train_rqvae(emb, rq, self.device, seed)
         bins, n_bins = value_bins(self.values, self.config.value_bins)
@@ -328,7 +328,7 @@ class UniVA(TIGER):
             p.requires_grad_(False)
         opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.rl_lr, weight_decay=0.0)
         gen = self.ctx.torch_generator(self.name, "rl")
-        cpu_gen = torch.Generator().manual_seed(int(self.ctx.numpy_rng(self.name, "rl-subset").integers(2**62)))
+        cpu_gen = torch.Generator().manual_seed(self.ctx.seed_for(self.name, "rl-subset", high=2**62))
         n = len(target)
         per_epoch = n if cfg.rl_examples == 0 else min(n, cfg.rl_examples)
         self.rl_curve = []  # per epoch (in checkpoints: extra_state)

@@ -59,8 +59,10 @@ def main() -> int:
     device = torch.device(args.device)
     if args.data_dir and not args.tiny:
         from bench.data.registry import load_dataset
+        from bench.paths import Paths
 
-        dataset = load_dataset("beauty", data_dir=args.data_dir, download=False)
+        paths = Paths.resolve(data_dir=args.data_dir)
+        dataset = load_dataset("beauty", paths.data_dir, cache_dir=paths.cache_dir, download=False)
     else:
         dataset = canonicalize("beauty-shaped", beauty_shaped(300 if args.tiny else 22_363, items=400 if args.tiny else 12_101))
     split = leave_one_out(dataset)

@@ -283,16 +283,15 @@ class GenerativeMethod(Method):
     # ---- training hooks (a tokenizer trained with the recommender overrides these) ---------
     @property
     def autocast(self) -> dict[str, Any]:
-        """The run's mixed precision (``--precision``; docs/protocol.md §6): bf16 autocast where the
-        harness resolved bf16 (CUDA with bf16, CPUs with native bf16), off elsewhere."""
-        return dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.ctx.precision == "bf16")
+        """The run's training autocast (``--precision``; docs/protocol.md §6), as the context defines
+        it (:meth:`bench.method.Context.autocast_settings`)."""
+        return self.ctx.autocast_settings()
 
     @property
     def decode_bf16(self) -> bool:
-        """Whether beam search runs under bf16 autocast: on CUDA when the run's precision is bf16.
-        On a CPU decoding stays float32 whatever the precision, as every CPU record so far was
-        decoded (bf16 decoding there is a measured speed lead that awaits its own parity check)."""
-        return self.ctx.precision == "bf16" and self.device.type == "cuda"
+        """Whether beam search runs under bf16 autocast: the context's decoding precision (bf16 on
+        CUDA when the run's precision is bf16, float32 on a CPU)."""
+        return self.ctx.autocast_settings(decoding=True)["enabled"]
 
     def train_batch(self, users: torch.Tensor, history: torch.Tensor, target: torch.Tensor) -> TrainBatch:
         """The batch of examples (users, (B, max_len) histories, targets) with its tokens."""
