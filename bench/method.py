@@ -10,6 +10,7 @@ metrics on the validation split.  See ``methods/pop.py`` for the smallest exampl
 from __future__ import annotations
 
 import abc
+import dataclasses
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,31 @@ class TrainData:
     source_dir: Path | None = None  # the dataset's own local folder (files given beside the data), None when not local
 
 
+DECODE_PHASES = ("validation", "test", "supplementary")
+
+
+@dataclass(frozen=True)
+class DecodeRequest:
+    """What the harness asks of one evaluation pass, handed to the method for that pass (as
+    lm-evaluation-harness hands its model request objects): the phase, the beam where the
+    caller names one (None: the method's own for the phase, ``beam``), and decode-time options
+    that differ from the method's config for this pass (a supplementary pass's
+    :meth:`Method.test_variants` entry, e.g. UniVA's ``{"beta": 0.5}`` or ``{"decode": "exact"}``).
+    Methods read it as :attr:`Method.request` and :attr:`Method.decode_config`; they never set it."""
+
+    phase: str = "test"
+    beam: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.phase not in DECODE_PHASES:
+            raise ValueError(f"decode request phase {self.phase!r}: expected one of {', '.join(DECODE_PHASES)}")
+
+    def beam_or(self, default: int) -> int:
+        """The beam this request names, else ``default`` (the method's own)."""
+        return self.beam if self.beam is not None else default
+
+
 @dataclass
 class EvalBatch:
     users: torch.Tensor  # (B,) long, on the method's device
@@ -48,7 +74,9 @@ class Context:
 
     device: torch.device  # resolved once (bench.runner.resolve_device); methods read it here or as Method.device
     seed: int
-    validate: Callable[[], dict[str, float]]  # harness metrics on the validation split, current state
+    # harness metrics on the validation split, current state; an optional DecodeRequest (phase
+    # "validation") names the beam or options of that pass (e.g. a smaller beam while training)
+    validate: Callable[..., dict[str, float]]
     select_metric: str = "ndcg@10"
     progress: bool = False
     log: bool = False  # print one plain line per validation to stderr (when there are no progress bars)
@@ -98,10 +126,6 @@ class Context:
         context otherwise).  Losses and logits that feed them are taken in fp32 (``.float()``)."""
         return torch.autocast(**self.autocast_settings())
 
-    def decode_autocast(self):
-        """The autocast of decoding (:meth:`autocast_settings` with ``decoding``)."""
-        return torch.autocast(**self.autocast_settings(decoding=True))
-
     def child(self, *names: str) -> Context:
         """The context of a sub-training inside this run (e.g. LETTER's CF SASRec): the run's
         device and precision, its own seed (:meth:`seed_for` of ``names``), its own generators and
@@ -146,11 +170,21 @@ class Method(abc.ABC):
         """The inputs the method needs that a dataset offering ``provides`` lacks (empty: it can run)."""
         return [n for n in cls.needs if n not in provides]
 
+    # The decode request of the evaluation pass running now (bench.evaluate.Evaluator hands it to
+    # the method for the pass, and restores the previous one after it); between passes, a test
+    # pass at the config's own settings.
+    request: DecodeRequest = DecodeRequest()
+
     def __init__(self, config: Any, data: TrainData, ctx: Context):
         self.config = config
         self.data = data
         self.ctx = ctx
         self.device = ctx.device
+
+    @property
+    def decode_config(self) -> Any:
+        """The config as the current pass decodes: ``config`` with the request's options applied."""
+        return dataclasses.replace(self.config, **self.request.options) if self.request.options else self.config
 
     @property
     def history_cap(self) -> int | None:

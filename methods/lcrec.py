@@ -69,7 +69,7 @@ from torch import nn
 
 from bench.batching import last_item_windows
 from bench.errors import UserError
-from bench.method import EvalBatch, Method
+from bench.method import DecodeRequest, EvalBatch, Method
 from bench.semantic_ids import SemanticIDs
 from bench.split import Sequences
 from bench.training import Selection
@@ -423,7 +423,6 @@ class LCRec(Method):
         self.semantic_ids: SemanticIDs | None = None
         self.model: nn.Module | None = None
         self.snapshot: TrainableState | None = None
-        self._decoding_beam = config.beam
         self._gen = {"users": 0, "slots": 0, "generated": 0, "invalid": 0, "duplicates": 0}
 
     # ---- set-up -----------------------------------------------------------------------------
@@ -519,10 +518,9 @@ class LCRec(Method):
         sched = get_cosine_schedule_with_warmup(opt, max(1, int(round(cfg.warmup_ratio * total))), total)
         rng = self.ctx.numpy_rng(self.name, "examples")
         self.ctx.info.update(example_pool=pool.counts(), examples_per_epoch=per_epoch, lr_steps_planned=total)
-        self._decoding_beam = cfg.valid_beam
         losses, seen, train_seconds = [], 0, 0.0
         try:
-            for _ in Selection(self.ctx, self.snapshot, cfg.epochs, cfg.patience, cfg.eval_every):
+            for _ in Selection(self.ctx, self.snapshot, cfg.epochs, cfg.patience, cfg.eval_every, request=DecodeRequest("validation", beam=cfg.valid_beam)):
                 self.model.train()
                 t0 = time.perf_counter()
                 examples = draw_examples(pool, self.ids_text, self.fields, cfg.max_examples, rng)
@@ -546,7 +544,6 @@ class LCRec(Method):
                 train_seconds += time.perf_counter() - t0
                 losses.append(round(epoch_loss / max(1, epoch_tokens), 5))
         finally:
-            self._decoding_beam = cfg.beam
             self._gen = {k: 0 for k in self._gen}  # count generations of the final validation and test only
         self.ctx.info["train_loss_curve"] = losses
         self.ctx.efficiency["train_examples_seen"] = seen
@@ -568,7 +565,7 @@ class LCRec(Method):
     @torch.no_grad()
     def recommend(self, batch: EvalBatch, k: int) -> torch.Tensor:
         self.model.eval()
-        beam = self._decoding_beam
+        beam = self.request.beam_or(self.config.beam)
         hist = batch.history[:, -self.config.max_len :] if batch.history.shape[1] else batch.history
         rows = []
         for start in range(0, len(batch.users), self.config.decode_batch_size):

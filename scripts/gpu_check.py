@@ -24,6 +24,7 @@ from tabulate import tabulate
 from bench import provenance
 from bench.data.canonical import canonicalize
 from bench.evaluate import Evaluator
+from bench.method import DecodeRequest
 from bench.runner import RunConfig, build_method
 from bench.split import leave_one_out
 from methods import METHODS
@@ -42,9 +43,8 @@ def timed_fit(name: str, split, device: torch.device, overrides: dict, precision
 
 
 def timed_test(method, parts, split, beam: int) -> float:
-    """Seconds of a full test pass at ``beam`` (the method's decoding beam, set for this pass)."""
-    method._decoding_beam = beam
-    return Evaluator(split.test, method, parts["tiebreak"], 1024, False, "test").run().seconds
+    """Seconds of a full test pass at ``beam`` (the pass's decode request names it)."""
+    return Evaluator(split.test, method, parts["tiebreak"], 1024, False, "test", request=DecodeRequest("test", beam=beam)).run().seconds
 
 
 def main() -> int:
