@@ -71,9 +71,10 @@ def _check_device(name: str) -> None:
 def cmd_run(args) -> int:
     from bench import grid
     from bench.config import apply_overrides, load_config_file, merge_overrides, parse_set_options, resolve_config
-    from bench.data.registry import dataset_names, get_spec, locate, resolve_data_dir
+    from bench.data.registry import dataset_names, get_spec, locate
     from bench.errors import did_you_mean
     from bench.metrics import METRIC_KEYS
+    from bench.paths import Paths
     from bench.runner import RunConfig, check_results_dir
     from methods import METHODS
 
@@ -114,7 +115,8 @@ def cmd_run(args) -> int:
     presets = [(c.method, c.group.preset) for c in board.cells()] if board else [(name, args.preset) for name in method_names]
     for name, preset in dict.fromkeys(presets):  # the preset exists for every method asked for, and resolves with the overrides
         resolve_config(METHODS.get(name), preset, overrides.get(name, {}))
-    data_dir = resolve_data_dir(args.data_dir)
+    # the run's directories, resolved once from the options and the environment
+    paths = Paths.resolve(args.results_dir or (board.results_dir if board else "runs"), args.data_dir, args.cache_dir)
     if board:
         dataset_list, optional = list(dict.fromkeys(c.dataset for c in board.cells())), True
     elif args.datasets == "all":
@@ -125,25 +127,24 @@ def cmd_run(args) -> int:
             get_spec(name)
     datasets = []
     for name in dataset_list:
-        if optional and locate(name, data_dir, args.cache_dir) is None and (args.no_download or not _downloadable(name)):
+        if optional and locate(name, paths.data_dir, cache_dir=paths.cache_dir) is None and (args.no_download or not _downloadable(name)):
             print(f"skip {name}: no local copy (give --data-dir)" + (" and downloads are off" if args.no_download else ""), file=sys.stderr)
             continue
         datasets.append(name)
     if not datasets:
         raise UserError("no dataset can be had; give --data-dir DIR (or BENCH_DATA_DIR) holding the dataset folders")
     pairs = [(c.dataset, c.method) for c in board.cells()] if board else [(d, m) for d in datasets for m in method_names]
-    gaps = _gaps([(d, m) for d, m in dict.fromkeys(pairs) if d in datasets], data_dir, args.cache_dir)
+    gaps = _gaps([(d, m) for d, m in dict.fromkeys(pairs) if d in datasets], paths)
     if gaps and not optional:
         (d, m), reason = next(iter(gaps.items()))
         raise UserError(f"{m} cannot run on {d}: it {reason}; leave one of them out (--datasets all skips such pairs)")
     for (d, m), reason in gaps.items():
         print(f"skip {d} {m}: {reason}", file=sys.stderr)
-    results_dir = Path(args.results_dir or (board.results_dir if board else "runs"))
     if not args.dry_run:
-        check_results_dir(results_dir)
+        check_results_dir(paths.results_dir)
     tty = sys.stderr.isatty() and args.jobs == 1 and not gpus and args.executor == "local"
     settings = RunConfig(
-        results_dir=results_dir,
+        results_dir=paths.results_dir,
         device=args.device,
         select_metric=args.select_metric,
         eval_batch_size=args.eval_batch_size,
@@ -151,8 +152,8 @@ def cmd_run(args) -> int:
         mask_history=args.mask_history,
         preset=args.preset,
         tag=args.tag,
-        data_dir=data_dir,
-        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        data_dir=paths.data_dir,
+        cache_dir=paths.cache_dir,
         download=not args.no_download,
         precision=args.precision,
         eval_users=args.eval_users,
@@ -227,13 +228,13 @@ def _board_for_run(args):
     return load_board(args.board)
 
 
-def _gaps(pairs: list[tuple[str, str]], data_dir, cache_dir) -> dict[tuple[str, str], str]:
+def _gaps(pairs: list[tuple[str, str]], paths) -> dict[tuple[str, str], str]:
     """The (dataset, method) pairs that cannot run because the dataset's copy lacks an input the
     method needs (``Method.needs``; found from which files the copy has, nothing parsed), with why."""
     from bench.board import gap_reason
     from bench.data.registry import dataset_inputs
 
-    found = {d: dataset_inputs(d, data_dir, cache_dir) for d in dict.fromkeys(d for d, _ in pairs)}
+    found = {d: dataset_inputs(d, paths.data_dir, cache_dir=paths.cache_dir) for d in dict.fromkeys(d for d, _ in pairs)}
     out = {}
     for d, m in pairs:
         reason = gap_reason(m, found[d][0], f"{d}'s copy ({found[d][1]})") if found[d] is not None else None
@@ -289,7 +290,8 @@ def _slurm_options(args, section: dict):
 def cmd_list(args) -> int:
     from tabulate import tabulate
 
-    from bench.data.registry import DATASETS, locate, resolve_data_dir
+    from bench.data.registry import DATASETS, locate
+    from bench.paths import Paths
     from methods import METHODS
 
     if args.boards:
@@ -306,10 +308,10 @@ def cmd_list(args) -> int:
                      cls.description or (doc[0] if doc else "")])  # fmt: skip
     print(tabulate(rows, headers=["method", "alias", "output", "presets", "description"], tablefmt="simple"))
     print()
-    data_dir = resolve_data_dir(args.data_dir)
+    paths = Paths.resolve(data_dir=args.data_dir)
     rows = []
     for name, spec in DATASETS.items():
-        where = locate(name, data_dir)
+        where = locate(name, paths.data_dir, cache_dir=paths.cache_dir)
         counts = spec.counts
         rows.append([name, "/".join(f"{c:,}" for c in counts) if counts else "?", f"{where[0]}: {where[1]}" if where else "not local (download or --data-dir)"])
     print(tabulate(rows, headers=["dataset", "users/items/interactions", "available"], tablefmt="simple"))

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bench.method import EvalBatch, Method
+from bench.method import DecodeRequest, EvalBatch, Method
 from bench.metrics import MAX_RANK, ranks_from_lists, ranks_from_scores
 from bench.split import EvalSet
 
@@ -35,8 +35,9 @@ class Evaluator:
     """
 
     def __init__(self, evalset: EvalSet, method: Method, tiebreak: torch.Tensor, batch_size: int, progress: bool, desc: str,
-                 mask_history: bool = False):
+                 mask_history: bool = False, request: DecodeRequest | None = None):
         self.method, self.batch_size, self.progress, self.desc = method, batch_size, progress, desc
+        self.request = request if request is not None else DecodeRequest()  # what each pass asks of the method, unless run() names another
         device = method.device
         cap = method.history_cap
         hist = evalset.input.history
@@ -66,9 +67,18 @@ class Evaluator:
         return self.method.active_output == "scores"
 
     @torch.no_grad()
-    def run(self, mask_history: bool | None = None) -> EvalOutput:
-        """Ranks of every target; ``mask_history`` overrides the evaluator's own setting for this run."""
-        mask = self.mask_history if mask_history is None else mask_history
+    def run(self, mask_history: bool | None = None, request: DecodeRequest | None = None) -> EvalOutput:
+        """Ranks of every target; ``mask_history`` and ``request`` override the evaluator's own
+        settings for this run.  The method holds the request for the pass (``Method.request``)."""
+        method = self.method
+        before = method.request
+        method.request = request if request is not None else self.request
+        try:
+            return self._run(self.mask_history if mask_history is None else mask_history)
+        finally:
+            method.request = before
+
+    def _run(self, mask: bool) -> EvalOutput:
         method = self.method
         method.eval()
         output = method.active_output

@@ -261,9 +261,9 @@ def dataset_status(name: str, settings: RunConfig) -> str:
     """Where a dataset comes from and whether its canonical cache exists (no parsing)."""
     from bench.data.registry import canonical_cache, locate
 
-    where = locate(name, settings.data_dir, settings.cache_dir)
+    where = locate(name, settings.data_dir, cache_dir=settings.cache_dir)
     source = f"{where[0]} ({where[1]})" if where else "download"
-    cached = canonical_cache(name, settings.data_dir, settings.cache_dir) if where else None
+    cached = canonical_cache(name, settings.data_dir, cache_dir=settings.cache_dir) if where else None
     return f"source {source}, canonical cache " + ("ready" if cached is not None else "to be built")
 
 
@@ -276,7 +276,7 @@ def prepare(specs: list[RunSpec], optional: bool = False, log=print) -> list[Run
     Returns the specs whose dataset is ready; with ``optional`` (``--datasets all``) a dataset
     that cannot be had is skipped with a message, otherwise that is an error."""
     from bench.config import resolve_config
-    from bench.data.registry import DatasetUnavailable, default_cache_dir, load_dataset
+    from bench.data.registry import DatasetUnavailable, load_dataset
     from bench.runner import resolve_device, train_data
     from bench.split import leave_one_out
     from methods import METHODS
@@ -287,8 +287,7 @@ def prepare(specs: list[RunSpec], optional: bool = False, log=print) -> list[Run
     ready: list[RunSpec] = []
     for name, group in by_dataset.items():
         settings = group[0].settings
-        cache = Path(settings.cache_dir) if settings.cache_dir is not None else default_cache_dir()
-        claim = Claim(cache / "locks" / f"{name}.prepare.claim", stale_after=settings.claim_stale_after)
+        claim = Claim(settings.cache_dir / "locks" / f"{name}.prepare.claim", stale_after=settings.claim_stale_after)
         waited = False
         while not claim.acquire():
             if not waited:

@@ -10,6 +10,7 @@ metrics on the validation split.  See ``methods/pop.py`` for the smallest exampl
 from __future__ import annotations
 
 import abc
+import dataclasses
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +31,34 @@ class TrainData:
     item_value: np.ndarray | None
     dataset: str
     item_ids: np.ndarray | None = None  # original item id strings (ASIN, ...), index = item; for mapping external indices, never a feature
-    data_dir: Path | None = None  # the local data directory (--data-dir / $BENCH_DATA_DIR), None when there is none
-    cache_dir: Path | None = None  # the cache directory (--cache-dir / $BENCH_CACHE_DIR), None = the default
+    data_dir: Path | None = None  # the local data directory (resolved by the command line: bench.paths), None when there is none
+    cache_dir: Path | None = None  # the cache directory (resolved: bench.paths); None only for data made outside a run
     source_dir: Path | None = None  # the dataset's own local folder (files given beside the data), None when not local
+
+
+DECODE_PHASES = ("validation", "test", "supplementary")
+
+
+@dataclass(frozen=True)
+class DecodeRequest:
+    """What the harness asks of one evaluation pass, handed to the method for that pass (as
+    lm-evaluation-harness hands its model request objects): the phase, the beam where the
+    caller names one (None: the method's own for the phase, ``beam``), and decode-time options
+    that differ from the method's config for this pass (a supplementary pass's
+    :meth:`Method.test_variants` entry, e.g. UniVA's ``{"beta": 0.5}`` or ``{"decode": "exact"}``).
+    Methods read it as :attr:`Method.request` and :attr:`Method.decode_config`; they never set it."""
+
+    phase: str = "test"
+    beam: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.phase not in DECODE_PHASES:
+            raise ValueError(f"decode request phase {self.phase!r}: expected one of {', '.join(DECODE_PHASES)}")
+
+    def beam_or(self, default: int) -> int:
+        """The beam this request names, else ``default`` (the method's own)."""
+        return self.beam if self.beam is not None else default
 
 
 @dataclass
@@ -46,9 +72,11 @@ class EvalBatch:
 class Context:
     """What the harness hands a method: device, seeds, validation, progress and records."""
 
-    device: torch.device
+    device: torch.device  # resolved once (bench.runner.resolve_device); methods read it here or as Method.device
     seed: int
-    validate: Callable[[], dict[str, float]]  # harness metrics on the validation split, current state
+    # harness metrics on the validation split, current state; an optional DecodeRequest (phase
+    # "validation") names the beam or options of that pass (e.g. a smaller beam while training)
+    validate: Callable[..., dict[str, float]]
     select_metric: str = "ndcg@10"
     progress: bool = False
     log: bool = False  # print one plain line per validation to stderr (when there are no progress bars)
@@ -63,8 +91,13 @@ class Context:
         """A generator seeded from (run seed, names), independent across names."""
         return self._keep("numpy", names, np.random.default_rng(seed_sequence(self.seed, *names)))
 
+    def seed_for(self, *names: str, high: int = 2**31) -> int:
+        """An integer seed in [0, high) from (run seed, names), independent across names: the first
+        draw of :meth:`numpy_rng`'s generator for ``names`` (that generator is not kept)."""
+        return int(np.random.default_rng(seed_sequence(self.seed, *names)).integers(high))
+
     def torch_generator(self, *names: str) -> torch.Generator:
-        seed = int(np.random.default_rng(seed_sequence(self.seed, *names)).integers(2**62))
+        seed = self.seed_for(*names, high=2**62)
         return self._keep("torch", names, torch.Generator(device=self.device).manual_seed(seed))
 
     def _keep(self, kind: str, names: tuple[str, ...], generator):
@@ -80,10 +113,29 @@ class Context:
         later (or the method restores that in :meth:`Method.load_extra_state`)."""
         return make() if self.checkpoints is None else self.checkpoints.stage(name, make)
 
+    def autocast_settings(self, decoding: bool = False) -> dict[str, Any]:
+        """``torch.autocast``'s arguments under the run's precision: bf16 for training forward
+        passes when the precision is bf16; for decoding (beam search, exact scoring) only on
+        CUDA, as on a CPU every record so far was decoded in fp32 (bf16 decoding there is a
+        measured speed lead that awaits its own parity check)."""
+        enabled = self.precision == "bf16" and (not decoding or self.device.type == "cuda")
+        return dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
     def autocast(self):
         """bf16 autocast for the training forward pass when the run's precision is bf16 (a no-op
         context otherwise).  Losses and logits that feed them are taken in fp32 (``.float()``)."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        return torch.autocast(**self.autocast_settings())
+
+    def child(self, *names: str) -> Context:
+        """The context of a sub-training inside this run (e.g. LETTER's CF SASRec): the run's
+        device and precision, its own seed (:meth:`seed_for` of ``names``), its own generators and
+        facts, no progress, no checkpoints, and no validation (a sub-training does not select)."""
+
+        def no_validation() -> dict[str, float]:
+            raise RuntimeError(f"{self.label} {'/'.join(names)}: a sub-training has no validation")
+
+        return Context(device=self.device, seed=self.seed_for(*names), validate=no_validation, select_metric=self.select_metric,
+                       label=f"{self.label} {'/'.join(names)}".strip(), precision=self.precision)  # fmt: skip
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":
@@ -118,11 +170,21 @@ class Method(abc.ABC):
         """The inputs the method needs that a dataset offering ``provides`` lacks (empty: it can run)."""
         return [n for n in cls.needs if n not in provides]
 
+    # The decode request of the evaluation pass running now (bench.evaluate.Evaluator hands it to
+    # the method for the pass, and restores the previous one after it); between passes, a test
+    # pass at the config's own settings.
+    request: DecodeRequest = DecodeRequest()
+
     def __init__(self, config: Any, data: TrainData, ctx: Context):
         self.config = config
         self.data = data
         self.ctx = ctx
         self.device = ctx.device
+
+    @property
+    def decode_config(self) -> Any:
+        """The config as the current pass decodes: ``config`` with the request's options applied."""
+        return dataclasses.replace(self.config, **self.request.options) if self.request.options else self.config
 
     @property
     def history_cap(self) -> int | None:

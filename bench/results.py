@@ -43,6 +43,12 @@ def table_name(dataset: str, variant: str = "") -> str:
     return f"{dataset}@{variant}" if variant else dataset
 
 
+def table_parts(table: str) -> tuple[str, str]:
+    """(dataset, variant) of a table name: :func:`table_name`'s inverse ("" for the defaults)."""
+    dataset, _, variant = table.partition("@")
+    return dataset, variant
+
+
 def record_path(results_dir: Path, dataset: str, method: str, seed: int, variant: str = "") -> Path:
     return Path(results_dir) / table_name(dataset, variant) / method / f"seed{seed}.json"
 

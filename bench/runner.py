@@ -33,9 +33,10 @@ from bench.checkpoint import Checkpointer, checkpoint_path, read_checkpoint
 from bench.config import config_differences, resolve_config, to_dict
 from bench.errors import UserError
 from bench.evaluate import Evaluator
-from bench.method import Context, Method, TrainData, seed_sequence
+from bench.method import Context, DecodeRequest, Method, TrainData, seed_sequence
 from bench.metrics import MAX_RANK, METRIC_KEYS, summarize, tiebreak_order
-from bench.results import Claim, claim_path, codebook_plot_path, is_complete, new_run_id, record_path, temp_name, write_record
+from bench.paths import default_cache_dir
+from bench.results import Claim, claim_path, codebook_plot_path, is_complete, new_run_id, record_path, table_name, temp_name, write_record
 from bench.semantic_ids import SemanticIDs
 from bench.split import Split, sample_rows
 from bench.value import SECTION as VALUE_SECTION
@@ -68,8 +69,10 @@ class RunConfig:
     progress: bool = True  # progress bars (a terminal)
     log: bool = False  # one plain line per validation on stderr instead (batch jobs, nohup, CI logs)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # method name -> option -> value
-    data_dir: Path | None = None  # the local data directory, resolved once by the caller
-    cache_dir: Path | None = None  # canonical data, downloads and text embeddings (None = the default)
+    data_dir: Path | None = None  # the local data directory, resolved (bench.paths.Paths); None = none
+    # canonical data, downloads and text embeddings: resolved (bench.paths.Paths) by the command line; a
+    # RunConfig made without one (a script, a test) gets the default once, here
+    cache_dir: Path = field(default_factory=default_cache_dir)
     download: bool = True
     threads: int | None = None  # torch CPU threads in the process that trains (None = torch's default: all cores)
     precision: str = "auto"  # "auto" (bf16 where the device supports it natively), "fp32" or "bf16"
@@ -86,7 +89,7 @@ class RunConfig:
 
 def run_label(dataset: str, method: str, seed: int, variant: str = "") -> str:
     """How progress bars and log lines name a run: ``[beauty@cpu tiger seed 0]``."""
-    return f"[{dataset}{'@' + variant if variant else ''} {method} seed {seed}]"
+    return f"[{table_name(dataset, variant)} {method} seed {seed}]"
 
 
 @dataclass
@@ -220,8 +223,9 @@ def build_method(method_cls: type[Method], split: Split, seed: int, cfg: RunConf
     tiebreak = tiebreak_order(split.n_items, derive_seed(seed, split.dataset.name, "tiebreak"))
     holder: dict = {}
 
-    def validate() -> dict[str, float]:
-        out = holder["valid"].run()
+    def validate(request: DecodeRequest | None = None) -> dict[str, float]:
+        valid = holder["valid"]  # its own request (phase "validation") unless the method names one
+        out = valid.run() if request is None else valid.run(request=request)
         return summarize(out.ranks, out.list_depth, split.n_items)
 
     ctx = Context(device=device, seed=derive_seed(seed, split.dataset.name, method_cls.name), validate=validate,
@@ -229,7 +233,8 @@ def build_method(method_cls: type[Method], split: Split, seed: int, cfg: RunConf
                   precision=resolve_precision(cfg.precision, device), label=run_label(split.dataset.name, method_cls.name, seed, cfg.variant))  # fmt: skip
     seed_everything(ctx.seed)
     method = method_cls(config, train_data(split, cfg, source_dir), ctx)
-    holder["valid"] = Evaluator(split.valid, method, tiebreak, cfg.eval_batch_size, cfg.progress, "valid", cfg.mask_history)
+    holder["valid"] = Evaluator(split.valid, method, tiebreak, cfg.eval_batch_size, cfg.progress, "valid", cfg.mask_history,
+                                DecodeRequest("validation"))  # fmt: skip
     return method, {"tiebreak": tiebreak, "config": config}
 
 
@@ -381,18 +386,14 @@ def checkpointer(method: Method, config: Any, fingerprint: str, code: dict, pack
 def supplementary_passes(method: Method, test_set: Split, tiebreak, cfg: RunConfig,
                          variants: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:  # fmt: skip
     """The method's supplementary test passes (:meth:`Method.test_variants`, or ``variants``),
-    after the headline one: each with some decode-time options changed on the same
-    checkpoint, then restored; what the method measured during a pass
-    (:meth:`Method.pass_report`) is kept beside its metrics as ``method_report``."""
+    after the headline one: each on the same checkpoint, with a decode request (phase
+    "supplementary") that carries its decode-time options; what the method measured during a
+    pass (:meth:`Method.pass_report`) is kept beside its metrics as ``method_report``."""
     out = {}
     for label, changes in (method.test_variants() if variants is None else variants).items():
-        saved = method.config
-        method.config = replace(saved, **changes)
-        try:
-            res = Evaluator(test_set.test, method, tiebreak, cfg.eval_batch_size, cfg.progress, f"test {label}", cfg.mask_history).run()
-            facts = method.pass_report()
-        finally:
-            method.config = saved
+        request = DecodeRequest("supplementary", options=dict(changes))
+        res = Evaluator(test_set.test, method, tiebreak, cfg.eval_batch_size, cfg.progress, f"test {label}", cfg.mask_history, request).run()
+        facts = method.pass_report()
         values = value_section(test_set, res.ranks, res.list_depth)
         out[label] = {"options": changes, "metrics": summarize(res.ranks, res.list_depth, test_set.n_items),
                       **({"value_metrics": values["metrics"]} if values is not None else {}), "test_seconds": res.seconds,
@@ -517,7 +518,7 @@ def run_one(spec: RunSpec) -> RunOutcome:
         cls = METHODS.get(spec.method)
         device = resolve_device(cfg.device)
         dataset = load_dataset(spec.dataset, data_dir=cfg.data_dir, cache_dir=cfg.cache_dir, download=cfg.download)
-        where = locate(spec.dataset, cfg.data_dir, cfg.cache_dir)
+        where = locate(spec.dataset, cfg.data_dir, cache_dir=cfg.cache_dir)
         source_dir = Path(where[1]) if where is not None and where[0] == "local" else None
         if cfg.log or cfg.progress:
             print(f"{spec.label} training on {device} ({torch.get_num_threads()} thread(s))", file=sys.stderr, flush=True)

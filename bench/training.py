@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.errors import UserError
-from bench.method import Context
+from bench.method import Context, DecodeRequest
 
 
 class Selection:
@@ -37,8 +37,9 @@ class Selection:
     """
 
     def __init__(self, ctx: Context, module: torch.nn.Module, epochs: int, patience: int, eval_every: int = 1,
-                 state: dict[str, Any] | None = None):  # fmt: skip
+                 state: dict[str, Any] | None = None, request: DecodeRequest | None = None):  # fmt: skip
         self.ctx, self.module = ctx, module
+        self.request = request  # the decode request of each validation (e.g. a smaller beam while training), None = the harness's
         self.epochs, self.patience, self.eval_every = epochs, patience, max(1, eval_every)
         self.state = None if state is None else {"module": module, **state}
         self.best_value = -math.inf
@@ -90,7 +91,7 @@ class Selection:
             return False
         was_training = self.module.training
         self.module.eval()
-        value = self.ctx.validate()[self.ctx.select_metric]
+        value = (self.ctx.validate() if self.request is None else self.ctx.validate(self.request))[self.ctx.select_metric]
         if value is None:
             raise UserError(f"selection metric {self.ctx.select_metric} is missing on validation: the method's ranked lists "
                             f"are shorter than its cutoff (raise the validation beam or choose another --select-metric)")
@@ -168,7 +169,7 @@ def run_epoch(ctx: Context, model: torch.nn.Module, optimizer: torch.optim.Optim
 def train(ctx: Context, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
           batches: Callable[[], Iterable[torch.Tensor]], epochs: int, patience: int, eval_every: int = 1,
           grad_clip: float = 0.0, scheduler=None, after_step: Callable[[torch.Tensor], None] | None = None,
-          select: torch.nn.Module | None = None) -> list[float]:  # fmt: skip
+          select: torch.nn.Module | None = None, request: DecodeRequest | None = None) -> list[float]:  # fmt: skip
     """Train under :class:`Selection`: ``batches()`` gives each epoch's index batches.
     ``select`` is what early stopping keeps and restores (default ``model``; e.g. a module
     holding a tokenizer trained alongside).  The mean loss of every epoch goes to
@@ -177,7 +178,7 @@ def train(ctx: Context, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     state: dict[str, Any] = {"optimizer": optimizer, **({"scheduler": scheduler} if scheduler is not None else {})}
     if not any(m is model for m in select.modules()):
         state["model"] = model
-    selection = Selection(ctx, select, epochs, patience, eval_every, state=state)
+    selection = Selection(ctx, select, epochs, patience, eval_every, state=state, request=request)
     for _ in selection:
         selection.losses.append(round(run_epoch(ctx, model, optimizer, loss_fn, batches(), grad_clip, scheduler, after_step), 5))
         ctx.info["train_loss_curve"] = selection.losses

@@ -189,7 +189,7 @@ class BLOGER(TIGER):
 
     def build_ids(self) -> SemanticIDs:
         emb = self.embeddings()
-        seed = int(self.ctx.numpy_rng(self.name, "rqvae").integers(2**31))
+        seed = self.ctx.seed_for(self.name, "rqvae")
         self.regularizer, facts = self.make_regularizer(seed)
         rq = self.config.rqvae_config()
         # the pre-trained tokenizer: a resumed run takes it from its checkpoint (the weights it trained on to are the loop's)
@@ -392,8 +392,7 @@ class BLOGERLetter(BLOGER):
             return None, facts
         cf = None
         if cfg.alpha > 0:
-            cf_seed = int(self.ctx.numpy_rng(self.name, "cf").integers(2**31))
-            cf, facts["cf_embeddings"] = cf_item_embeddings(self.data.train, self.data.n_items, cfg.cf_config(), cf_seed, self.device)
+            cf, facts["cf_embeddings"] = cf_item_embeddings(self.data.train, self.data.n_items, cfg.cf_config(), self.ctx.child(self.name, "cf"))
         reg = LetterRegularizer(cfg.alpha, cfg.beta, cf, cfg.clusters, self.ctx.torch_generator(self.name, "diversity"), seed,
                                 cfg.cluster_n_init, cfg.cluster_max_iter, cfg.recluster_every)  # fmt: skip
         return reg, facts

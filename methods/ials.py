@@ -80,7 +80,7 @@ class IALS(Method):
         import implicit.gpu
 
         cfg = self.config
-        seed = int(self.ctx.numpy_rng("ials", "init").integers(2**31))
+        seed = self.ctx.seed_for("ials", "init")
         if self.device.type == "cuda" and implicit.gpu.HAS_CUDA:
             import implicit.gpu.als
 

@@ -69,7 +69,7 @@ from torch import nn
 
 from bench.batching import last_item_windows
 from bench.errors import UserError
-from bench.method import EvalBatch, Method
+from bench.method import DecodeRequest, EvalBatch, Method
 from bench.semantic_ids import SemanticIDs
 from bench.split import Sequences
 from bench.training import Selection
@@ -423,7 +423,6 @@ class LCRec(Method):
         self.semantic_ids: SemanticIDs | None = None
         self.model: nn.Module | None = None
         self.snapshot: TrainableState | None = None
-        self._decoding_beam = config.beam
         self._gen = {"users": 0, "slots": 0, "generated": 0, "invalid": 0, "duplicates": 0}
 
     # ---- set-up -----------------------------------------------------------------------------
@@ -431,7 +430,7 @@ class LCRec(Method):
         cfg = self.config
         emb, info = item_embeddings(self.data, cfg.text_config(), self.device)
         self.ctx.info["text_embeddings"] = info
-        seed = int(self.ctx.numpy_rng(self.name, "rqvae").integers(2**31))
+        seed = self.ctx.seed_for(self.name, "rqvae")
         _, ids = train_rqvae(emb, cfg.rqvae_config(), self.device, seed)
         self.ctx.info["tokenizer"] = {"rqvae": {k: v for k, v in ids.info.items() if k != "loss_curve"}}
         return ids
@@ -455,7 +454,7 @@ class LCRec(Method):
         new = torch.cat(self.level_tokens).tolist()
         if len(set(new)) != len(new) or min(new) < facts["base_vocab"]:
             raise UserError(f"lc-rec: the model's tokenizer already has some of the code tokens {names[0][0]}...; they must be new")
-        seed = int(self.ctx.numpy_rng(self.name, "lm-init").integers(2**31))
+        seed = self.ctx.seed_for(self.name, "lm-init")
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(seed)  # the new rows' initialisation and LoRA's A matrices
             lm.resize_token_embeddings(len(self.tokenizer))
@@ -478,9 +477,10 @@ class LCRec(Method):
 
     @property
     def autocast(self) -> dict:
-        # the run's precision (--precision, resolved by the harness: bf16 on CUDA with bf16 and on CPUs
-        # with native bf16), unless the config turns bf16 off
-        return dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16 and self.ctx.precision == "bf16")
+        # the run's training autocast (Context.autocast_settings), unless the config turns bf16 off;
+        # LC-Rec's beam search runs under it too (on a CPU as well, unlike the seq2seq family's)
+        settings = self.ctx.autocast_settings()
+        return {**settings, "enabled": settings["enabled"] and self.config.bf16}
 
     # ---- training ---------------------------------------------------------------------------
     def encode_example(self, ex: Example) -> tuple[list[int], list[int]]:
@@ -518,10 +518,9 @@ class LCRec(Method):
         sched = get_cosine_schedule_with_warmup(opt, max(1, int(round(cfg.warmup_ratio * total))), total)
         rng = self.ctx.numpy_rng(self.name, "examples")
         self.ctx.info.update(example_pool=pool.counts(), examples_per_epoch=per_epoch, lr_steps_planned=total)
-        self._decoding_beam = cfg.valid_beam
         losses, seen, train_seconds = [], 0, 0.0
         try:
-            for _ in Selection(self.ctx, self.snapshot, cfg.epochs, cfg.patience, cfg.eval_every):
+            for _ in Selection(self.ctx, self.snapshot, cfg.epochs, cfg.patience, cfg.eval_every, request=DecodeRequest("validation", beam=cfg.valid_beam)):
                 self.model.train()
                 t0 = time.perf_counter()
                 examples = draw_examples(pool, self.ids_text, self.fields, cfg.max_examples, rng)
@@ -545,7 +544,6 @@ class LCRec(Method):
                 train_seconds += time.perf_counter() - t0
                 losses.append(round(epoch_loss / max(1, epoch_tokens), 5))
         finally:
-            self._decoding_beam = cfg.beam
             self._gen = {k: 0 for k in self._gen}  # count generations of the final validation and test only
         self.ctx.info["train_loss_curve"] = losses
         self.ctx.efficiency["train_examples_seen"] = seen
@@ -567,7 +565,7 @@ class LCRec(Method):
     @torch.no_grad()
     def recommend(self, batch: EvalBatch, k: int) -> torch.Tensor:
         self.model.eval()
-        beam = self._decoding_beam
+        beam = self.request.beam_or(self.config.beam)
         hist = batch.history[:, -self.config.max_len :] if batch.history.shape[1] else batch.history
         rows = []
         for start in range(0, len(batch.users), self.config.decode_batch_size):

@@ -81,6 +81,7 @@ from typing import Any
 import torch
 
 from bench.errors import UserError
+from bench.method import Context
 from bench.split import Sequences
 from methods.sasrec import SASRecConfig, SASRecModel, epoch_trainer
 from bench.semantic_ids import SemanticIDs
@@ -138,17 +139,18 @@ class LetterConfig(TIGERConfig):
                             loss=self.cf_loss, group_by_length=False)  # fmt: skip  # shuffled batches, as LETTER's records were made
 
 
-def cf_item_embeddings(train: Sequences, n_items: int, cfg: SASRecConfig, seed: int, device: torch.device) -> tuple[torch.Tensor, dict[str, Any]]:
+def cf_item_embeddings(train: Sequences, n_items: int, cfg: SASRecConfig, ctx: Context) -> tuple[torch.Tensor, dict[str, Any]]:
     """(n_items, cfg.hidden) item embeddings of a SASRec trained for ``cfg.epochs`` epochs on the
-    ``train`` sequences (nothing else is read), seeded (the global RNG is forked, not disturbed).
-    Returns them (detached, on ``device``) and facts."""
+    ``train`` sequences (nothing else is read), under ``ctx``, the run's child context for it
+    (:meth:`bench.method.Context.child`: the run's device and precision), seeded by ``ctx.seed``
+    (the global RNG is forked, not disturbed).  Returns them (detached, on the device) and facts."""
     t0 = time.perf_counter()
-    device = torch.device(device)
+    device, seed = ctx.device, ctx.seed
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)  # the model's initialisation and dropout
         gen = torch.Generator(device=device).manual_seed(seed)  # batches and negatives
         model = SASRecModel(n_items, cfg).to(device)
-        epoch = epoch_trainer(model, cfg, train, n_items, gen, device)
+        epoch = epoch_trainer(model, cfg, train, n_items, gen, ctx)
         losses = [round(epoch(), 5) for _ in range(cfg.epochs)]
     model.eval()
     emb = model.item.weight[1:].detach().clone()
@@ -189,13 +191,12 @@ class LETTER(TIGER):
 
     def cf_embeddings(self) -> tuple[torch.Tensor, dict[str, Any]]:
         """The CF item embeddings: a SASRec trained on the training sequences only."""
-        seed = int(self.ctx.numpy_rng(self.name, "cf").integers(2**31))
-        return cf_item_embeddings(self.data.train, self.data.n_items, self.config.cf_config(), seed, self.device)
+        return cf_item_embeddings(self.data.train, self.data.n_items, self.config.cf_config(), self.ctx.child(self.name, "cf"))
 
     def build_ids(self) -> SemanticIDs:
         cfg = self.config
         emb = self.embeddings()
-        seed = int(self.ctx.numpy_rng(self.name, "rqvae").integers(2**31))
+        seed = self.ctx.seed_for(self.name, "rqvae")
         facts: dict[str, Any] = {}
         reg = None
         if cfg.alpha > 0 or cfg.beta > 0:

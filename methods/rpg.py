@@ -374,7 +374,7 @@ class RPG(Method):
 
     @property
     def active_output(self) -> str:
-        return "scores" if self.validating_exact or self.config.decode == "exact" else "lists"
+        return "scores" if self.validating_exact or self.decode_config.decode == "exact" else "lists"
 
     def test_variants(self) -> dict[str, dict[str, Any]]:
         return {"exact": {"decode": "exact"}} if self.config.exact_pass and self.config.decode != "exact" else {}

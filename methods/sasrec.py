@@ -150,12 +150,12 @@ def training_setup(model: SASRecModel, cfg: SASRecConfig, train: Sequences, n_it
     return model, opt, loss, EpochBatches(lengths, cfg.batch_size, gen, cfg.group_by_length)
 
 
-def epoch_trainer(model: SASRecModel, cfg: SASRecConfig, train: Sequences, n_items: int, gen: torch.Generator, dev: torch.device,
-                  ctx: Context | None = None) -> Callable[[], float]:  # fmt: skip
-    """A function that runs one epoch of the shared loop per call and returns its mean loss, for
-    a SASRec trained a fixed number of epochs without selection (LETTER's CF embeddings)."""
-    ctx = ctx or Context(device=torch.device(dev), seed=0, validate=dict)
-    model, opt, loss, batches = training_setup(model, cfg, train, n_items, gen, dev)
+def epoch_trainer(model: SASRecModel, cfg: SASRecConfig, train: Sequences, n_items: int, gen: torch.Generator,
+                  ctx: Context) -> Callable[[], float]:  # fmt: skip
+    """A function that runs one epoch of the shared loop per call under ``ctx`` (a sub-training's
+    context, :meth:`bench.method.Context.child`) and returns its mean loss, for a SASRec trained a
+    fixed number of epochs without selection (LETTER's CF embeddings)."""
+    model, opt, loss, batches = training_setup(model, cfg, train, n_items, gen, ctx.device)
     return lambda: run_epoch(ctx, model, opt, loss, batches())
 
 

@@ -118,7 +118,7 @@ class TIGER(GenerativeMethod):
 
     def build_ids(self) -> SemanticIDs:
         emb = self.embeddings()
-        seed = int(self.ctx.numpy_rng(self.name, "rqvae").integers(2**31))
+        seed = self.ctx.seed_for(self.name, "rqvae")
         rq = self.config.rqvae_config()
         _, ids = train_rqvae(emb, rq, self.device, seed, progress=self.tokenizer_progress(rq.epochs))
         self.ctx.info["tokenizer"] = {rq.method: {k: v for k, v in ids.info.items() if k != "loss_curve"}}

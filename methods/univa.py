@@ -191,7 +191,7 @@ class UniVA(TIGER):
     # ---- commercial SID ------------------------------------------------------------------
     def build_ids(self) -> SemanticIDs:
         emb = self.embeddings()
-        seed = int(self.ctx.numpy_rng(self.name, "rqvae").integers(2**31))
+        seed = self.ctx.seed_for(self.name, "rqvae")
         rq = dataclasses.replace(self.config.rqvae_config(), collisions="none")
         _, sem = train_rqvae(emb, rq, self.device, seed)
         bins, n_bins = value_bins(self.values, self.config.value_bins)
@@ -269,11 +269,7 @@ class UniVA(TIGER):
 
     def valid_at_rl_beam(self) -> float:
         self.eval()
-        self._decoding_beam = self.config.valid_beam
-        try:
-            return self.ctx.validate()[self.ctx.select_metric]
-        finally:
-            self._decoding_beam = self.config.beam
+        return self.ctx.validate(self.selection_request())[self.ctx.select_metric]
 
     def rl_examples(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(history, target, user) of every training example: the training sequences only."""
@@ -328,12 +324,12 @@ class UniVA(TIGER):
             p.requires_grad_(False)
         opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.rl_lr, weight_decay=0.0)
         gen = self.ctx.torch_generator(self.name, "rl")
-        cpu_gen = torch.Generator().manual_seed(int(self.ctx.numpy_rng(self.name, "rl-subset").integers(2**62)))
+        cpu_gen = torch.Generator().manual_seed(self.ctx.seed_for(self.name, "rl-subset", high=2**62))
         n = len(target)
         per_epoch = n if cfg.rl_examples == 0 else min(n, cfg.rl_examples)
         self.rl_curve = []  # per epoch (in checkpoints: extra_state)
-        self._decoding_beam = cfg.valid_beam
-        selection = Selection(self.ctx, self.model, cfg.rl_epochs, cfg.rl_patience, 1, state={"optimizer": opt, "subset_generator": cpu_gen})
+        selection = Selection(self.ctx, self.model, cfg.rl_epochs, cfg.rl_patience, 1, state={"optimizer": opt, "subset_generator": cpu_gen},
+                              request=self.selection_request())  # fmt: skip
         # epoch 0 = the supervised checkpoint: RL must beat it on validation to be kept
         selection.best_value, selection.best_epoch = supervised_best, 0
         selection.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -366,7 +362,6 @@ class UniVA(TIGER):
                     sums += torch.stack([loss.detach(), r.mean(), (r > 0).float().mean(), kl.detach().mean()]) * len(idx)
                 self.rl_curve.append(dict(zip(("loss", "reward", "sample_hit_rate", "kl"), (round(x, 6) for x in (sums / per_epoch).tolist()))))
         finally:
-            self._decoding_beam = cfg.beam
             self._gen = {k: 0 for k in self._gen}
         info = self.ctx.info
         return {
@@ -381,19 +376,19 @@ class UniVA(TIGER):
     # ---- value-guided, optionally constrained beam search --------------------------------
     def request_mask(self, batch: EvalBatch) -> torch.Tensor | None:
         """(B, n_items) items each request may show, or None (constraint off)."""
-        if self.config.constraint == "none":
+        if self.decode_config.constraint == "none":
             return None
         return torch.from_numpy(self.values.known).to(self.device).unsqueeze(0).expand(len(batch.users), -1)
 
     def search(self, batch: EvalBatch, src: torch.Tensor, beam: int, k: int) -> BeamResult:
         step = seq2seq_step(self.model, src, self.level_offsets, self.semantic_ids.sizes, bf16=self.decode_bf16)
-        if self.config.value_head and self.config.beta != 0:
+        if self.config.value_head and self.decode_config.beta != 0:
             step = self.value_guided(step)
         return beam_search(step, self.trie, len(src), beam, k, self.device, item_mask=self.request_mask(batch))
 
     def value_guided(self, step):
         """Wrap a beam step so that the summed scores are log p(prefix) + beta V(prefix)."""
-        beta, state = self.config.beta, {}
+        beta, state = self.decode_config.beta, {}
 
         def guided(depth: int, codes: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
             logp = step(depth, codes, parent)

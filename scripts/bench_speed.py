@@ -89,8 +89,10 @@ def main() -> int:
     device = torch.device(args.device)
     if args.dataset:
         from bench.data.registry import load_dataset
+        from bench.paths import Paths
 
-        dataset = load_dataset(args.dataset, data_dir=args.data_dir, download=False)
+        paths = Paths.resolve(data_dir=args.data_dir)
+        dataset = load_dataset(args.dataset, paths.data_dir, cache_dir=paths.cache_dir, download=False)
     else:
         dataset = canonicalize("beauty-shaped", beauty_shaped(args.users))
     split = leave_one_out(dataset)

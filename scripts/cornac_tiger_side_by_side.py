@@ -53,6 +53,7 @@ from bench.data.registry import load_dataset  # noqa: E402
 from bench.evaluate import Evaluator  # noqa: E402
 from bench.method import TrainData  # noqa: E402
 from bench.metrics import ranks_from_scores, summarize, tiebreak_order  # noqa: E402
+from bench.paths import Paths  # noqa: E402
 from bench.config import resolve_config  # noqa: E402
 from bench.provenance import cpu_name  # noqa: E402
 from bench.results import Record  # noqa: E402
@@ -264,13 +265,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    dataset = load_dataset(args.dataset, data_dir=args.data_dir)
+    paths = Paths.resolve(data_dir=args.data_dir)
+    dataset = load_dataset(args.dataset, paths.data_dir, cache_dir=paths.cache_dir)
     split = leave_one_out(dataset)
     test, rows_ = split.test, None
     if args.users:
         rows_ = np.sort(np.random.default_rng(args.seed).choice(len(test.targets), min(args.users, len(test.targets)), replace=False))
         test = test.subset(rows_)
-    data = TrainData(split.train, split.n_users, split.n_items, dataset.item_text, dataset.item_value, dataset.name, dataset.item_ids)
+    data = TrainData(split.train, split.n_users, split.n_items, dataset.item_text, dataset.item_value, dataset.name, dataset.item_ids,
+                     cache_dir=paths.cache_dir)
     emb, emb_info = item_embeddings(data, TextConfig(), device)
 
     ours = (lambda: ours_from_record(args.ours_record, split, rows_, args, device)) if args.ours_record else (lambda: run_ours(split, test, args, device))

@@ -24,6 +24,7 @@ from tabulate import tabulate
 from bench import provenance
 from bench.data.canonical import canonicalize
 from bench.evaluate import Evaluator
+from bench.method import DecodeRequest
 from bench.runner import RunConfig, build_method
 from bench.split import leave_one_out
 from methods import METHODS
@@ -42,9 +43,8 @@ def timed_fit(name: str, split, device: torch.device, overrides: dict, precision
 
 
 def timed_test(method, parts, split, beam: int) -> float:
-    """Seconds of a full test pass at ``beam`` (the method's decoding beam, set for this pass)."""
-    method._decoding_beam = beam
-    return Evaluator(split.test, method, parts["tiebreak"], 1024, False, "test").run().seconds
+    """Seconds of a full test pass at ``beam`` (the pass's decode request names it)."""
+    return Evaluator(split.test, method, parts["tiebreak"], 1024, False, "test", request=DecodeRequest("test", beam=beam)).run().seconds
 
 
 def main() -> int:
@@ -59,8 +59,10 @@ def main() -> int:
     device = torch.device(args.device)
     if args.data_dir and not args.tiny:
         from bench.data.registry import load_dataset
+        from bench.paths import Paths
 
-        dataset = load_dataset("beauty", data_dir=args.data_dir, download=False)
+        paths = Paths.resolve(data_dir=args.data_dir)
+        dataset = load_dataset("beauty", paths.data_dir, cache_dir=paths.cache_dir, download=False)
     else:
         dataset = canonicalize("beauty-shaped", beauty_shaped(300 if args.tiny else 22_363, items=400 if args.tiny else 12_101))
     split = leave_one_out(dataset)

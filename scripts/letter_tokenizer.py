@@ -20,6 +20,7 @@ import torch
 
 from bench import codebook
 from bench.data.registry import load_dataset
+from bench.paths import Paths
 from bench.runner import RunConfig, build_method, resolve_device
 from bench.split import leave_one_out
 from methods import METHODS
@@ -41,7 +42,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    split = leave_one_out(load_dataset(args.dataset, data_dir=args.data_dir))
+    paths = Paths.resolve(data_dir=args.data_dir)
+    split = leave_one_out(load_dataset(args.dataset, paths.data_dir, cache_dir=paths.cache_dir))
     extra = dict(s.split("=", 1) for s in args.set)
     shared_cf = None
     results = {}
@@ -50,7 +52,8 @@ def main() -> None:
         overrides = {"rq_epochs": str(args.rq_epochs), "cf_epochs": str(args.cf_epochs), **extra}
         if variant == "plain":
             overrides.update(alpha="0", beta="0")
-        cfg = RunConfig(device=str(device), progress=False, overrides={name: overrides}, data_dir=args.data_dir)
+        cfg = RunConfig(device=str(device), progress=False, overrides={name: overrides}, data_dir=paths.data_dir,
+                        cache_dir=paths.cache_dir)
         method, info = build_method(METHODS.get(name), split, args.seed, cfg, device)
         if method.config.alpha > 0:
             if shared_cf is None:

@@ -741,10 +741,12 @@ def main(argv: list[str] | None = None) -> int:
 
     rb = patch_recbole()
     from bench.data.registry import load_dataset
+    from bench.paths import Paths
     from bench.split import leave_one_out
 
+    paths = Paths.resolve(data_dir=args.data_dir)
     try:
-        dataset = load_dataset(args.dataset, data_dir=args.data_dir)
+        dataset = load_dataset(args.dataset, paths.data_dir, cache_dir=paths.cache_dir)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

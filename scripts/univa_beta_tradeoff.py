@@ -24,6 +24,7 @@ import torch
 
 from bench.config import parse_set_options, resolve_config, to_dict
 from bench.data.registry import load_dataset
+from bench.paths import Paths
 from bench.runner import RunConfig, build_method, resolve_device, supplementary_passes
 from bench.split import leave_one_out
 from methods import METHODS
@@ -131,7 +132,8 @@ def main() -> None:
     cls = METHODS.get(args.method)
     overrides = parse_set_options([f"{args.method}.{s}" for s in args.set]).get(args.method, {})
     config = resolve_config(cls, args.preset, overrides)
-    split = leave_one_out(load_dataset(args.dataset, data_dir=args.data_dir, download=False))
+    paths = Paths.resolve(data_dir=args.data_dir)
+    split = leave_one_out(load_dataset(args.dataset, paths.data_dir, cache_dir=paths.cache_dir, download=False))
     device = resolve_device(args.device)
     run = RunConfig(device=str(device), progress=False, log=True, eval_batch_size=args.batch_size,
                     overrides={cls.name: to_dict(config)})  # fmt: skip

@@ -129,8 +129,8 @@ def tiny_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_dataset_inputs_come_from_the_copys_files(tiny_data: Path) -> None:
-    assert registry.dataset_inputs("tinyds", tiny_data)[0] == {"item_text"}
-    assert registry.dataset_inputs("notext", tiny_data)[0] == frozenset()
+    assert registry.dataset_inputs("tinyds", tiny_data, cache_dir=tiny_data / "cache")[0] == {"item_text"}
+    assert registry.dataset_inputs("notext", tiny_data, cache_dir=tiny_data / "cache")[0] == frozenset()
 
 
 def test_a_board_run_skips_existing_equivalent_and_impossible_cells(capsys, tmp_path: Path, tiny_data: Path) -> None:

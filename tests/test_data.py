@@ -271,7 +271,7 @@ def test_canonical_cache_round_trip_and_hit(tmp_path: Path, tiny_spec: dict[str,
         np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
     assert first.item_text == second.item_text
     assert [d.name for d in (tmp_path / "cache" / "canonical").iterdir()][0].startswith("tiny-")
-    assert registry.locate("tiny", data_dir=tmp_path / "data") == ("local", str(tmp_path / "data" / "tiny"))
+    assert registry.locate("tiny", data_dir=tmp_path / "data", cache_dir=tmp_path / "cache") == ("local", str(tmp_path / "data" / "tiny"))
     reloaded = Dataset.load(next((tmp_path / "cache" / "canonical").iterdir()))
     assert reloaded.fingerprint == first.fingerprint
     other_seed = load_dataset("tiny", data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", permutation_seed=1)

@@ -99,7 +99,8 @@ def test_beam_search_precision_follows_the_run_on_cuda_and_stays_fp32_on_cpu(pre
     (a --precision fp32 run decodes in fp32 there too); every CPU run decodes in fp32."""
     from types import SimpleNamespace
 
+    from bench.method import Context
     from methods.semid.generative import GenerativeMethod
 
-    method = SimpleNamespace(ctx=SimpleNamespace(precision=precision), device=torch.device(device))
+    method = SimpleNamespace(ctx=Context(device=torch.device(device), seed=0, validate=dict, precision=precision), device=torch.device(device))
     assert GenerativeMethod.decode_bf16.fget(method) is bf16

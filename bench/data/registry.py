@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,7 @@ from bench.data import sources
 from bench.data.canonical import CANONICAL_VERSION, Dataset, RawData, canonicalize
 from bench.data.download import DownloadError, fetch
 from bench.errors import UserError, did_you_mean
-
-DATA_DIR_ENV = "BENCH_DATA_DIR"
-CACHE_DIR_ENV = "BENCH_CACHE_DIR"
+from bench.paths import CACHE_DIR_ENV, DATA_DIR_ENV, default_cache_dir, resolve_data_dir  # noqa: F401 (re-exported)
 
 
 class DatasetUnavailable(UserError):
@@ -276,17 +273,9 @@ def get_spec(name: str) -> DatasetSpec:
 
 
 # ---- where the data is -------------------------------------------------------------------
-def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
-    """The data directory: the argument, else ``$BENCH_DATA_DIR``, else None."""
-    chosen = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV) or None
-    return Path(chosen) if chosen is not None else None
-
-
-def default_cache_dir() -> Path:
-    """``$BENCH_CACHE_DIR``, else ``./datasets/cache`` in the current working directory."""
-    return Path(os.environ.get(CACHE_DIR_ENV) or Path.cwd() / "datasets" / "cache")
-
-
+# The functions below take the data and cache directories resolved (bench.paths.Paths, built by
+# the command line): ``data_dir`` None means no local data directory; nothing here reads the
+# environment.
 def _recbole_folder(name: str) -> Path | None:
     """``recbole/dataset_example/<name>`` of the installed recbole package (found without importing it)."""
     spec = importlib.util.find_spec("recbole")
@@ -324,16 +313,13 @@ def _find(spec: DatasetSpec, data_dir: Path | None, cache_dir: Path) -> Source |
     return None
 
 
-def locate(
-    name: str, data_dir: str | Path | None = None, cache_dir: str | Path | None = None
-) -> tuple[str, str] | None:
+def locate(name: str, data_dir: Path | None = None, *, cache_dir: Path) -> tuple[str, str] | None:
     """Where ``name`` can be had without network: ``(kind, folder)`` or None.
 
     kind is ``"local"`` (the data directory), ``"recbole"`` (the recbole package's copy) or
     ``"download-cache"`` (raw files downloaded earlier).
     """
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    source = _find(get_spec(name), resolve_data_dir(data_dir), cache)
+    source = _find(get_spec(name), data_dir, cache_dir)
     return (source.kind, str(source.folder)) if source is not None else None
 
 
@@ -341,13 +327,12 @@ def locate(
 INPUTS = {"item_text": "item text (titles, descriptions, categories)"}
 
 
-def dataset_inputs(name: str, data_dir: str | Path | None = None, cache_dir: str | Path | None = None) -> tuple[frozenset[str], str] | None:
+def dataset_inputs(name: str, data_dir: Path | None = None, *, cache_dir: Path) -> tuple[frozenset[str], str] | None:
     """What the copy of ``name`` that a run would read offers beyond interactions, and where it is,
     from which of its layout's files exist (nothing is parsed): ``({"item_text"}, "the local copy (P5 preprocessed)
     in DIR")``.  Without a copy here, the files a download would bring.  None when there is neither."""
     spec = get_spec(name)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    source = _find(spec, resolve_data_dir(data_dir), cache)
+    source = _find(spec, data_dir, cache_dir)
     if source is not None:
         return source.layout.inputs(source.args), f"the {source.kind} copy ({source.layout.format}) in {source.folder}"
     if spec.remote and spec.raw_layout is not None:
@@ -405,16 +390,13 @@ def _canonical_folder(spec: DatasetSpec, source: Source, cache: Path, permutatio
     return cache / "canonical" / f"{spec.name}-{_cache_key(source, digest, permutation_seed)}"
 
 
-def canonical_cache(
-    name: str, data_dir: str | Path | None = None, cache_dir: str | Path | None = None, permutation_seed: int = 0
-) -> Path | None:
+def canonical_cache(name: str, data_dir: Path | None = None, *, cache_dir: Path, permutation_seed: int = 0) -> Path | None:
     """The canonical cache folder of ``name`` when it exists already (nothing is parsed), else None."""
     spec = get_spec(name)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    source = _find(spec, resolve_data_dir(data_dir), cache)
+    source = _find(spec, data_dir, cache_dir)
     if source is None:
         return None
-    folder = _canonical_folder(spec, source, cache, permutation_seed)
+    folder = _canonical_folder(spec, source, cache_dir, permutation_seed)
     return folder if (folder / "meta.json").is_file() else None
 
 
@@ -429,23 +411,23 @@ def _read_cache(folder: Path) -> Dataset | None:
 
 def load_dataset(
     name: str,
-    data_dir: str | Path | None = None,
-    cache_dir: str | Path | None = None,
+    data_dir: Path | None = None,
+    *,
+    cache_dir: Path,
     download: bool = True,
     permutation_seed: int = 0,
 ) -> Dataset:
     """The canonical dataset ``name``: from the canonical cache, else parsed from its source.
 
-    Sources in order: local data directory > recbole package copy > download cache >
+    ``data_dir`` None: no local data directory. Sources in order: local data directory > recbole package copy > download cache >
     download (when ``download``). Raises DatasetUnavailable when none works, and a UserError
     when the counts differ from the registry's.
     """
     spec = get_spec(name)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    source = _find(spec, resolve_data_dir(data_dir), cache)
+    source = _find(spec, data_dir, cache_dir)
     if source is None or source.kind == "download-cache":
-        source = _download(spec, cache, download)  # fetch() verifies the cached files
-    target = _canonical_folder(spec, source, cache, permutation_seed)
+        source = _download(spec, cache_dir, download)  # fetch() verifies the cached files
+    target = _canonical_folder(spec, source, cache_dir, permutation_seed)
     cached = _read_cache(target)
     if cached is not None:
         check_counts(spec, cached)

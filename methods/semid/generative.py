@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 from bench.batching import last_item_windows, length_grouped_batches, shuffled_batches
 from bench.errors import UserError
-from bench.method import EvalBatch, Method
+from bench.method import DecodeRequest, EvalBatch, Method
 from bench.training import train
 from methods.semid.beam import BeamResult, PrefixTrie, beam_search
 from methods.semid.exact import DEPTH, BeamRecall, beam_bound, exact_item_scores, leaf_of_items
@@ -205,7 +205,6 @@ class GenerativeMethod(Method):
         super().__init__(config, data, ctx)
         self.semantic_ids: SemanticIDs | None = None
         self.model: Seq2Seq | None = None
-        self._decoding_beam = config.beam
         self._gen = {"users": 0, "slots": 0, "generated": 0, "invalid": 0, "duplicates": 0}
         self.beam_recall = BeamRecall(data.n_users)  # how much of the exact ranking the headline beam found
 
@@ -283,16 +282,15 @@ class GenerativeMethod(Method):
     # ---- training hooks (a tokenizer trained with the recommender overrides these) ---------
     @property
     def autocast(self) -> dict[str, Any]:
-        """The run's mixed precision (``--precision``; docs/protocol.md §6): bf16 autocast where the
-        harness resolved bf16 (CUDA with bf16, CPUs with native bf16), off elsewhere."""
-        return dict(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.ctx.precision == "bf16")
+        """The run's training autocast (``--precision``; docs/protocol.md §6), as the context defines
+        it (:meth:`bench.method.Context.autocast_settings`)."""
+        return self.ctx.autocast_settings()
 
     @property
     def decode_bf16(self) -> bool:
-        """Whether beam search runs under bf16 autocast: on CUDA when the run's precision is bf16.
-        On a CPU decoding stays float32 whatever the precision, as every CPU record so far was
-        decoded (bf16 decoding there is a measured speed lead that awaits its own parity check)."""
-        return self.ctx.precision == "bf16" and self.device.type == "cuda"
+        """Whether beam search runs under bf16 autocast: the context's decoding precision (bf16 on
+        CUDA when the run's precision is bf16, float32 on a CPU)."""
+        return self.ctx.autocast_settings(decoding=True)["enabled"]
 
     def train_batch(self, users: torch.Tensor, history: torch.Tensor, target: torch.Tensor) -> TrainBatch:
         """The batch of examples (users, (B, max_len) histories, targets) with its tokens."""
@@ -325,6 +323,10 @@ class GenerativeMethod(Method):
         trains too returns a module holding both)."""
         return self.model
 
+    def selection_request(self) -> DecodeRequest:
+        """The decode request of the validations that select the checkpoint: at ``valid_beam``."""
+        return DecodeRequest("validation", beam=self.config.valid_beam)
+
     def after_selection(self) -> None:
         """Called once the selected checkpoint is restored, before the final evaluation."""
 
@@ -345,7 +347,6 @@ class GenerativeMethod(Method):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self.lr_factor(s, total))
         self.ctx.info.update(train_examples=len(target), lr_steps_planned=total,
                              batching="length-grouped (mega-batches of 50 batches)" if cfg.group_by_length else "shuffled")  # fmt: skip
-        self._decoding_beam = cfg.valid_beam
         lengths = (history >= 0).sum(1)
         self.steps = 0  # optimizer steps over all epochs (after_step's count; in checkpoints)
         state = {"batch": None}
@@ -365,10 +366,9 @@ class GenerativeMethod(Method):
 
         try:
             train(self.ctx, self.model, opt, loss_fn, batches, cfg.epochs, cfg.patience, cfg.eval_every, grad_clip=cfg.grad_clip,
-                  scheduler=sched, after_step=after_step, select=self.checkpoint_module())  # fmt: skip
+                  scheduler=sched, after_step=after_step, select=self.checkpoint_module(), request=self.selection_request())  # fmt: skip
             self.after_selection()
         finally:
-            self._decoding_beam = cfg.beam
             self._gen = {k: 0 for k in self._gen}  # count generations of the final validation and test only
 
     def extra_state(self) -> dict[str, Any]:
@@ -384,7 +384,7 @@ class GenerativeMethod(Method):
     @property
     def active_output(self) -> str:
         """Ranked lists from the beam, or full-catalogue scores under ``decode = "exact"``."""
-        return "scores" if self.config.decode == "exact" else "lists"
+        return "scores" if self.decode_config.decode == "exact" else "lists"
 
     def test_variants(self) -> dict[str, dict[str, Any]]:
         return {"exact": {"decode": "exact"}} if self.config.exact_pass and self.config.decode != "exact" else {}
@@ -397,7 +397,7 @@ class GenerativeMethod(Method):
 
     @torch.no_grad()
     def recommend(self, batch: EvalBatch, k: int) -> torch.Tensor:
-        B, beam = len(batch.users), self._decoding_beam
+        B, beam = len(batch.users), self.request.beam_or(self.decode_config.beam)
         src = self.encoder_input(batch.users, batch.history)
         res = self.search(batch, src, beam, k)
         self.beam_recall.remember(batch, res.items, beam, beam_bound(res.scores))

@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.data.registry import default_cache_dir
 from bench.errors import UserError
 from bench.method import TrainData
 
@@ -196,9 +195,12 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def cache_path(data: TrainData, cfg: TextConfig, texts: list[str], cache_dir: str | Path | None = None) -> Path:
-    cache_dir = cache_dir if cache_dir is not None else data.cache_dir
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+def cache_path(data: TrainData, cfg: TextConfig, texts: list[str], cache_dir: Path | None = None) -> Path:
+    """Where the embeddings live: under ``cache_dir``, else the run's (``data.cache_dir``, resolved by
+    the command line)."""
+    root = cache_dir if cache_dir is not None else data.cache_dir
+    if root is None:
+        raise ValueError(f"text embeddings of {data.dataset!r}: no cache directory (give cache_dir, or TrainData.cache_dir)")
     key = _digest({
         "version": CACHE_VERSION,
         "dataset": data.dataset,
@@ -222,7 +224,7 @@ def _write_atomic(path: Path, array: np.ndarray, meta: dict[str, Any]) -> None:
 
 
 def item_embeddings(
-    data: TrainData, cfg: TextConfig, device: torch.device | str = "cpu", cache_dir: str | Path | None = None
+    data: TrainData, cfg: TextConfig, device: torch.device | str = "cpu", cache_dir: Path | None = None
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """(n_items, d) float32 embeddings of :func:`item_texts` and the facts for the record."""
     start, cpu = time.perf_counter(), time.process_time()
