@@ -176,7 +176,8 @@ def cmd_run(args) -> int:
               f"records tagged '{args.tag}'")
     if board:  # a board names records of older settings and keeps them; an explicit grid stops on them
         specs = grid.kept_records(specs)
-    grid.check_conflicts(specs)
+    else:
+        grid.check_conflicts(specs)
     status = {name: grid.dataset_status(name, settings) for name in datasets}
     text, pending = grid.plan_text(specs, status, jobs=len(gpus) if gpus else args.jobs)
     print(text, flush=True)
