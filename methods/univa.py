@@ -52,9 +52,9 @@ from torch import nn
 from bench.batching import last_item_windows
 from bench.config import zero_allowed
 from bench.errors import UserError
-from bench.method import EvalBatch
+from bench.method import DecodeRequest, EvalBatch
 from bench.semantic_ids import SemanticIDs
-from bench.training import Selection
+from bench.training import train
 from bench.value import ItemValues, train_values
 from methods.semid.beam import BeamResult, beam_search
 from methods.semid.generative import BOS, CPU_RECOMMENDER, seq2seq_step
@@ -233,39 +233,33 @@ class UniVA(TIGER):
         pred = self.model.values(self.model.last_hidden).gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (B, levels)
         return ce + self.config.value_weight * F.mse_loss(pred, want.unsqueeze(1).expand_as(pred))
 
-    # ---- training: supervised (the shared loop), then RL ---------------------------------
+    # ---- training: supervised, then RL (two stages of the shared loop) --------------------
+    def unguided_selection(self) -> bool:
+        """Whether the supervised stage selects on the unguided decode (beta 0, see ``select_unguided``)."""
+        cfg = self.config
+        return cfg.select_unguided and cfg.value_head and cfg.beta != 0
+
+    def selection_request(self) -> DecodeRequest:
+        """The supervised stage's validations decode at beta 0 when it selects unguided; the RL
+        stage's (and the record's) at ``beta``."""
+        request = super().selection_request()
+        if self.stage == "supervised" and self.unguided_selection():
+            return dataclasses.replace(request, options={"beta": 0.0})
+        return request
+
     def fit(self) -> None:
-        guided = self.config
-        unguided = guided.select_unguided and guided.value_head and guided.beta != 0
-        if unguided:  # beta only changes decoding: training is the same, selection sees the generator alone
-            self.config = dataclasses.replace(guided, beta=0.0)
-        try:
-            super().fit()
-        finally:
-            self.config = guided
-        info, eff = self.ctx.info, self.ctx.efficiency
-        supervised = {"valid_curve": info.pop("valid_curve"), "best_valid": info.pop("best_valid"),
-                      "train_loss_curve": info.pop("train_loss_curve"), "selected_at_beta": 0.0 if unguided else guided.beta,
-                      **{k: eff[k] for k in ("epochs_run", "best_epoch", "epoch_seconds_mean", "train_epochs_seconds_total")}}  # fmt: skip
-        info["stages"] = {"supervised": supervised}
+        self.stage = "supervised"
+        super().fit()
+        info = self.ctx.info
+        supervised = info["stages"]["supervised"]
+        supervised["selected_at_beta"] = 0.0 if self.unguided_selection() else self.config.beta
         if self.config.rl_epochs > 0:
+            self.stage = "rl"
             baseline = supervised["best_valid"]
-            if unguided:  # the supervised checkpoint, decoded as the RL stage's epochs will be (beta)
+            if self.unguided_selection():  # the supervised checkpoint, decoded as the RL stage's epochs will be (beta)
                 baseline = self.valid_at_rl_beam()
-                supervised["valid_at_beta"] = {"beta": guided.beta, self.ctx.select_metric: baseline}
-            info["stages"]["rl"] = self.rl_stage(baseline)
-            for k in ("epochs_run", "best_epoch", "epoch_seconds_mean", "train_epochs_seconds_total"):
-                eff[f"rl_{k}"] = eff[k]
-                eff[k] = supervised[k]
-            eff["train_epochs_seconds_total"] = supervised["train_epochs_seconds_total"] + eff["rl_train_epochs_seconds_total"]
-        info["best_valid"] = max(s["best_valid"] for s in info["stages"].values())
-
-    def extra_state(self) -> dict:
-        return {**super().extra_state(), "rl_curve": getattr(self, "rl_curve", [])}
-
-    def load_extra_state(self, state: dict) -> None:
-        super().load_extra_state(state)
-        self.rl_curve = list(state["rl_curve"])
+                supervised["valid_at_beta"] = {"beta": self.config.beta, self.ctx.select_metric: baseline}
+            self.rl_stage(baseline)
 
     def valid_at_rl_beam(self) -> float:
         self.eval()
@@ -314,7 +308,9 @@ class UniVA(TIGER):
             node = child.gather(1, codes[:, d : d + 1]).squeeze(1)
         return torch.stack(out, 1)
 
-    def rl_stage(self, supervised_best: float) -> dict:
+    def rl_stage(self, supervised_best: float) -> None:
+        """The RL stage on the shared loop (``stage = "rl"``): it starts from the supervised
+        checkpoint (``incumbent``: kept unless an RL epoch beats it on validation)."""
         cfg, dev = self.config, self.device
         history, target, users = self.rl_examples()
         if isinstance(self.model, ValueSeq2Seq):
@@ -327,51 +323,47 @@ class UniVA(TIGER):
         cpu_gen = torch.Generator().manual_seed(self.ctx.seed_for(self.name, "rl-subset", high=2**62))
         n = len(target)
         per_epoch = n if cfg.rl_examples == 0 else min(n, cfg.rl_examples)
-        self.rl_curve = []  # per epoch (in checkpoints: extra_state)
-        selection = Selection(self.ctx, self.model, cfg.rl_epochs, cfg.rl_patience, 1, state={"optimizer": opt, "subset_generator": cpu_gen},
-                              request=self.selection_request())  # fmt: skip
-        # epoch 0 = the supervised checkpoint: RL must beat it on validation to be kept
-        selection.best_value, selection.best_epoch = supervised_best, 0
-        selection.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        try:
-            for _ in selection:
-                self.model.eval()  # no dropout: sampling and the gradient see the same policy
-                subset = torch.randperm(n, generator=cpu_gen)[:per_epoch].to(dev)
-                sums = torch.zeros(4, device=dev)
-                for start in range(0, per_epoch, cfg.rl_batch_size):
-                    idx = subset[start : start + cfg.rl_batch_size]
-                    hist = history[idx]
-                    width = int((hist >= 0).sum(1).max())
-                    src = self.encoder_input(users[idx], hist[:, hist.shape[1] - width :])
-                    codes = self.sample_ids(src, cfg.rl_group, gen)  # (B, G, L)
-                    r = self.reward(self.items_of(codes), target[idx])
-                    adv = (r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-6)
-                    flat_src = src.repeat_interleave(cfg.rl_group, 0)
-                    flat = codes.reshape(-1, codes.shape[-1])
-                    logp = self.sequence_logp(self.model, flat_src, flat)
-                    with torch.no_grad():
-                        ref = self.sequence_logp(reference, flat_src, flat)
-                    log_ratio = ref - logp
-                    kl = (log_ratio.exp() - log_ratio - 1).sum(1)
-                    loss = -(adv.reshape(-1) * logp.sum(1)).mean() + cfg.rl_kl * kl.mean()
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                    opt.step()
-                    sums += torch.stack([loss.detach(), r.mean(), (r > 0).float().mean(), kl.detach().mean()]) * len(idx)
-                self.rl_curve.append(dict(zip(("loss", "reward", "sample_hit_rate", "kl"), (round(x, 6) for x in (sums / per_epoch).tolist()))))
+        sums = torch.zeros(4, device=dev)  # loss, reward, sample hit rate, KL, summed over the epoch's examples
+
+        def batches():
+            sums.zero_()
+            return torch.randperm(n, generator=cpu_gen)[:per_epoch].to(dev).split(cfg.rl_batch_size)
+
+        def loss_fn(idx: torch.Tensor) -> torch.Tensor:
+            hist = history[idx]
+            width = int((hist >= 0).sum(1).max())
+            src = self.encoder_input(users[idx], hist[:, hist.shape[1] - width :])
+            codes = self.sample_ids(src, cfg.rl_group, gen)  # (B, G, L)
+            r = self.reward(self.items_of(codes), target[idx])
+            adv = (r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-6)
+            flat_src = src.repeat_interleave(cfg.rl_group, 0)
+            flat = codes.reshape(-1, codes.shape[-1])
+            logp = self.sequence_logp(self.model, flat_src, flat)
+            with torch.no_grad():
+                ref = self.sequence_logp(reference, flat_src, flat)
+            log_ratio = ref - logp
+            kl = (log_ratio.exp() - log_ratio - 1).sum(1)
+            loss = -(adv.reshape(-1) * logp.sum(1)).mean() + cfg.rl_kl * kl.mean()
+            sums.add_(torch.stack([loss.detach(), r.mean(), (r > 0).float().mean(), kl.detach().mean()]) * len(idx))
+            return loss
+
+        def epoch_stats() -> dict[str, float]:
+            return dict(zip(("loss", "reward", "sample_hit_rate", "kl"), (round(x, 6) for x in (sums / per_epoch).tolist())))
+
+        try:  # no dropout (train_mode False): sampling and the gradient see the same policy
+            train(self.ctx, self.model, opt, loss_fn, batches, cfg.rl_epochs, cfg.rl_patience, 1, grad_clip=cfg.grad_clip,
+                  request=self.selection_request(), stage="rl", incumbent=supervised_best, state={"subset_generator": cpu_gen},
+                  epoch_stats=epoch_stats, train_mode=False)  # fmt: skip
         finally:
-            self._gen = {k: 0 for k in self._gen}
-        info = self.ctx.info
-        return {
+            self.reset_generation_stats()
+        rl = self.ctx.info["stages"]["rl"]
+        rl.update({
             "algorithm": "GRPO-style group baseline: advantage = (r - mean_group) / (std_group + 1e-6), one on-policy update "
                          "per batch (ratio 1, no clipping), KL to the frozen supervised model (k3 estimator)",
             "reward": "1[sampled item == true next training item] * (1 + alpha * v_norm(target))",
-            "valid_curve": info.pop("valid_curve"), "best_valid": info.pop("best_valid"),
-            "kept": "rl" if selection.best_epoch > 0 else "supervised (RL never beat it on validation)",
-            "epoch_stats": self.rl_curve, "examples_per_epoch": per_epoch, "train_examples": n,
-        }  # fmt: skip
+            "kept": "rl" if rl["best_epoch"] > 0 else "supervised (RL never beat it on validation)",
+            "examples_per_epoch": per_epoch, "train_examples": n,
+        })  # fmt: skip
 
     # ---- value-guided, optionally constrained beam search --------------------------------
     def request_mask(self, batch: EvalBatch) -> torch.Tensor | None:

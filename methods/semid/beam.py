@@ -104,6 +104,21 @@ class BeamResult:
     duplicates: int  # item entries dropped because they repeated an earlier one in the row
 
 
+def concat_results(results: list[BeamResult]) -> BeamResult:
+    """The results of consecutive batches of users as one (rows padded to the widest: item -1,
+    leaf -1, code 0, score -inf; counts summed)."""
+    if len(results) == 1:
+        return results[0]
+
+    def cat(parts: list[torch.Tensor], fill) -> torch.Tensor:
+        width = max(t.shape[1] for t in parts)
+        return torch.cat([torch.nn.functional.pad(t, (0, 0) * (t.dim() - 2) + (0, width - t.shape[1]), value=fill) for t in parts])
+
+    return BeamResult(cat([r.items for r in results], -1), cat([r.leaves for r in results], -1), cat([r.codes for r in results], 0),
+                      cat([r.scores for r in results], -torch.inf), sum(r.generated for r in results),
+                      sum(r.invalid for r in results), sum(r.duplicates for r in results))  # fmt: skip
+
+
 StepFn = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 

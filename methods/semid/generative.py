@@ -1,8 +1,10 @@
-"""The shared base of the generative (semantic-ID) recommenders: TIGER, LETTER, P5-CID, ...
+"""The seq2seq backbone of the semantic-ID recommenders: TIGER, LETTER, P5-CID, BLOGER, UniVA.
 
-A subclass implements only :meth:`GenerativeMethod.build_ids` (its tokenizer); the base
-times it (``ctx.efficiency["tokenizer_seconds"]``), trains the :class:`Seq2Seq` recommender on
-the training sequences and recommends with the constrained beam search.
+:class:`GenerativeMethod` sits on the backbone-agnostic base
+(:class:`methods.semid.base.SemanticIDMethod`: the tokenizer stage, the trie, the shared
+training loop and schedule, the decode phase and its statistics).  A subclass implements only
+:meth:`~methods.semid.base.SemanticIDMethod.build_ids` (its tokenizer); this backbone adds the
+:class:`Seq2Seq` recommender, its training examples and loss, and the constrained beam search.
 
 Vocabulary: ``0`` pad, ``1`` decoder start, ``2`` end of the encoder input, then every code
 of every level (``3 + SemanticIDs.tokens()``), then ``user_tokens`` user-hash tokens.
@@ -13,7 +15,7 @@ history the up to ``max_len`` items before it (oldest first); the encoder reads
 teacher forcing to emit the target's SID tokens (cross-entropy over the vocabulary of
 logits / ``tau``; tau = 1 is plain cross-entropy, LETTER's ranking-guided loss uses tau < 1).
 
-Optimization follows LETTER's released TIGER training (Hugging Face Trainer): AdamW,
+Optimization (the base's loop) follows LETTER's released TIGER training (Hugging Face Trainer): AdamW,
 learning rate 5e-4, weight decay 0.01, 1% linear warm-up then cosine decay over the
 configured epochs, gradient clipping at norm 1.0, effective batch 1024 (256 per device x 2
 devices x 2 accumulation steps), up to 200 epochs.  TIGER's paper instead used Adagrad,
@@ -26,9 +28,9 @@ installs new IDs mid-training (token table, trie; the vocabulary must keep its s
 (e.g. to let the loss reach the tokenizer); :meth:`~GenerativeMethod.train_logits` runs the
 recommender on a batch, optionally with substituted parameters (a functional call, for
 lookahead steps); :meth:`~GenerativeMethod.after_step` runs after every optimizer step;
-:meth:`~GenerativeMethod.checkpoint_module` is what early stopping keeps and restores
-(default the recommender), and :meth:`~GenerativeMethod.after_selection` runs once the best
-state is back.  With none of them overridden, training is TIGER's.
+the base's ``checkpoint_module`` is what early stopping keeps and restores (default the
+recommender), and its ``after_selection`` runs once the best state is back.  With none of
+them overridden, training is TIGER's.
 
 Beams: ``beam`` (default 100, so Hit@100 is real) is used for the final validation and the
 test pass; while training, the per-epoch validation that drives early stopping uses the
@@ -45,8 +47,6 @@ measures how much of the exact ranking the headline beam found (:meth:`Generativ
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,21 +55,21 @@ import torch.nn.functional as F
 
 from bench.batching import last_item_windows, length_grouped_batches, shuffled_batches
 from bench.errors import UserError
-from bench.method import DecodeRequest, EvalBatch, Method
-from bench.training import train
-from methods.semid.beam import BeamResult, PrefixTrie, beam_search
-from methods.semid.exact import DEPTH, BeamRecall, beam_bound, exact_item_scores, leaf_of_items
+from bench.method import EvalBatch
 from bench.semantic_ids import SemanticIDs
+from methods.semid.base import SCHEDULES, SemanticIDMethod, SemanticIDTraining, TrainingPlan
+from methods.semid.beam import BeamResult, beam_search
+from methods.semid.exact import DEPTH, BeamRecall, beam_bound, exact_item_scores, leaf_of_items
 from methods.semid.seq2seq import Seq2Seq, Seq2SeqConfig
 
 PAD, BOS, EOS = 0, 1, 2
 N_SPECIAL = 3
-SCHEDULES = ("cosine", "constant", "rsqrt")
 DECODES = ("beam", "exact")
+__all__ = ["SCHEDULES"]  # re-exported: the schedules of the shared loop (methods.semid.base)
 
 
 @dataclass
-class GenerativeConfig:
+class GenerativeConfig(SemanticIDTraining):
     # recommender (TIGER's sizes, docs/protocol.md §4)
     d_model: int = 128
     layers: int = 4  # encoder layers = decoder layers
@@ -82,31 +82,20 @@ class GenerativeConfig:
     tie_output: bool = True
     user_tokens: int = 0  # TIGER's paper: user id hashed into 2000 tokens prepended to the input; 0 = off
     max_len: int = 20  # history items read (training and evaluation)
-    # training (LETTER's released TIGER settings)
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    lr_schedule: str = "cosine"  # "cosine" (LETTER), "constant", "rsqrt" (TIGER: 1/sqrt(step) after warm-up)
-    warmup_ratio: float = 0.01  # of all steps (epochs x steps per epoch)
-    grad_clip: float = 1.0  # max gradient norm, 0 = off
-    batch_size: int = 1024
-    epochs: int = 200
-    patience: int = 10  # validations without improvement (LETTER: 20 epochs)
-    eval_every: int = 2
+    # training: SemanticIDTraining's options (LETTER's released TIGER settings; patience 10
+    # validations every 2 epochs, LETTER: 20 epochs), plus
     tau: float = 1.0  # temperature of the generation loss (LETTER's ranking-guided loss: tau < 1)
     group_by_length: bool = True  # batches of similar history length (less padding); False = plain shuffled batches
-    # decoding
-    beam: int = 100  # final validation and test
-    valid_beam: int = 20  # validations during training (early stopping)
+    # decoding (beam, valid_beam: SemanticIDTraining's)
     decode: str = field(default="beam", metadata={"before": "beam"})  # beam (ranked lists) | exact (every item's ID likelihood: scores)
     # a supplementary test pass with decode = "exact" (methods/semid/exact.py), beside the beam's headline
     exact_pass: bool = field(default=False, metadata={"before": False, "supplementary": True})
 
     def __post_init__(self):
+        super().__post_init__()
         if self.decode not in DECODES:
             raise UserError(f"option decode: expected one of {', '.join(DECODES)}, got {self.decode!r}")
-        if self.lr_schedule not in SCHEDULES:
-            raise UserError(f"option lr_schedule: expected one of {', '.join(SCHEDULES)}, got {self.lr_schedule!r}")
-        for name in ("beam", "valid_beam", "max_len", "layers", "heads", "d_model", "d_kv", "d_ff", "batch_size"):
+        for name in ("max_len", "layers", "heads", "d_model", "d_kv", "d_ff"):
             if getattr(self, name) < 1:
                 raise UserError(f"option {name}: expected a positive integer, got {getattr(self, name)}")
         if self.tau <= 0:
@@ -195,59 +184,30 @@ class TrainBatch:
     tgt_in: torch.Tensor  # (B, levels) decoder input: [start] + the target's tokens but the last
 
 
-class GenerativeMethod(Method):
-    """Base class: subclasses set ``name``/``description``/``Config`` and implement ``build_ids``."""
+class GenerativeMethod(SemanticIDMethod):
+    """The seq2seq backbone on the shared base (:class:`methods.semid.base.SemanticIDMethod`):
+    subclasses set ``name``/``description``/``Config`` and implement ``build_ids``."""
 
-    output = "lists"
     Config = GenerativeConfig
 
     def __init__(self, config, data, ctx):
         super().__init__(config, data, ctx)
-        self.semantic_ids: SemanticIDs | None = None
-        self.model: Seq2Seq | None = None
-        self._gen = {"users": 0, "slots": 0, "generated": 0, "invalid": 0, "duplicates": 0}
         self.beam_recall = BeamRecall(data.n_users)  # how much of the exact ranking the headline beam found
 
-    # ---- the tokenizer step, the one thing a subclass provides ----------------------------
-    def build_ids(self) -> SemanticIDs:
-        raise NotImplementedError
-
     # ---- set-up ---------------------------------------------------------------------------
-    def prepare(self) -> None:
-        """Build the IDs (timed), the token table, the trie and the model."""
-        self.ctx.synchronize()
-        t0 = time.perf_counter()
-        ids = self.tokenizer_stage()
-        self.ctx.synchronize()
-        self.ctx.efficiency["tokenizer_seconds"] = time.perf_counter() - t0
-        self.set_ids(ids)
-        self.model = self.make_model(self.user_offset + self.config.user_tokens).to(self.device)
-        self.ctx.info["semantic_ids"] = {
-            "source": ids.source, "sizes": list(ids.sizes), "levels": ids.levels,
-            "unique_fraction": ids.unique_fraction(), "prefixes_per_depth": self.trie.prefixes_per_depth(),
-        }  # fmt: skip
-        self.ctx.info["vocab_size"] = self.model.vocab_size
-
-    def tokenizer_stage(self) -> SemanticIDs:
-        """:meth:`build_ids` as a stage of training (``ctx.stage``): a resumed run takes the IDs its
-        checkpoint holds instead of training the tokenizer again.  A method whose tokenizer is
-        more than its IDs (BLOGER's, which trains on) overrides this."""
-        return self.ctx.stage("semantic_ids", self.build_ids)
-
     def set_ids(self, ids: SemanticIDs) -> None:
-        """Install ``ids``: the token table and the trie.  Once the model exists (a tokenizer that
-        changes during training), the level sizes must stay as they are: the vocabulary is fixed."""
-        if ids.n_items != self.data.n_items:
-            raise ValueError(f"{self.name}: IDs for {ids.n_items} items, the data has {self.data.n_items}")
-        if self.model is not None and ids.sizes != self.semantic_ids.sizes:
-            raise ValueError(f"{self.name}: new IDs have level sizes {ids.sizes}, the model's vocabulary was built for {self.semantic_ids.sizes}")
-        self.semantic_ids = ids
+        """Install ``ids``: the trie (the base's), the token table and the exact pass's leaf map."""
+        super().set_ids(ids)
         dev = self.device
         self.item_tokens = torch.from_numpy(ids.tokens() + N_SPECIAL).to(dev)  # (n_items, levels)
         self.level_offsets = torch.from_numpy(ids.offsets + N_SPECIAL).to(dev)
         self.user_offset = N_SPECIAL + ids.vocab_size
-        self.trie = PrefixTrie.build(ids, dev)
         self.leaf_of_item = leaf_of_items(self.trie)
+
+    def build_model(self) -> Seq2Seq:
+        model = self.make_model(self.user_offset + self.config.user_tokens).to(self.device)
+        self.ctx.info["vocab_size"] = model.vocab_size
+        return model
 
     def make_model(self, vocab_size: int) -> Seq2Seq:
         """The recommender (hook: a subclass may return a Seq2Seq with extra heads)."""
@@ -262,18 +222,6 @@ class GenerativeMethod(Method):
         if self.config.user_tokens:
             parts.insert(0, (self.user_offset + hash_users(users, self.config.user_tokens)).unsqueeze(1))
         return torch.cat(parts, 1)
-
-    def lr_factor(self, step: int, total: int) -> float:
-        cfg = self.config
-        warm = max(1, int(round(cfg.warmup_ratio * total)))
-        if step < warm:
-            return (step + 1) / warm
-        if cfg.lr_schedule == "constant":
-            return 1.0
-        if cfg.lr_schedule == "rsqrt":
-            return math.sqrt(warm / (step + 1))
-        progress = (step - warm) / max(1, total - warm)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Generation loss over (B, levels, vocab) logits; subclasses may add terms."""
@@ -318,67 +266,30 @@ class GenerativeMethod(Method):
     def after_step(self, step: int, batch: TrainBatch, loss: torch.Tensor) -> None:
         """Called after optimizer step ``step`` (0-based, counted over all epochs) on ``batch``."""
 
-    def checkpoint_module(self) -> torch.nn.Module:
-        """What early stopping keeps and restores: the recommender (a method whose tokenizer
-        trains too returns a module holding both)."""
-        return self.model
-
-    def selection_request(self) -> DecodeRequest:
-        """The decode request of the validations that select the checkpoint: at ``valid_beam``."""
-        return DecodeRequest("validation", beam=self.config.valid_beam)
-
-    def after_selection(self) -> None:
-        """Called once the selected checkpoint is restored, before the final evaluation."""
-
     # ---- training -------------------------------------------------------------------------
-    def fit(self) -> None:
-        self.prepare()
+    def training_plan(self) -> TrainingPlan:
+        """Every position t >= 1 of every training sequence, its history the ``max_len`` items
+        before it; batches of similar history length (or shuffled)."""
         cfg, dev = self.config, self.device
         history, target, rows = last_item_windows(self.data.train, cfg.max_len)
         history, target, users = (torch.from_numpy(a).to(dev) for a in (history, target, rows))
         gen = self.ctx.torch_generator(self.name, "train")
-        # as the Hugging Face Trainer: no decay on norms and on the relative position bias tables
-        decay = [p for n, p in self.model.named_parameters() if p.dim() > 1 and "bias.table" not in n]
-        no_decay = [p for n, p in self.model.named_parameters() if not any(p is q for q in decay)]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
         self.train_examples = len(target)
-        self.steps_per_epoch = max(1, math.ceil(len(target) / cfg.batch_size))
-        total = cfg.epochs * self.steps_per_epoch
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self.lr_factor(s, total))
-        self.ctx.info.update(train_examples=len(target), lr_steps_planned=total,
+        self.ctx.info.update(train_examples=len(target),
                              batching="length-grouped (mega-batches of 50 batches)" if cfg.group_by_length else "shuffled")  # fmt: skip
         lengths = (history >= 0).sum(1)
-        self.steps = 0  # optimizer steps over all epochs (after_step's count; in checkpoints)
         state = {"batch": None}
 
         def loss_fn(idx: torch.Tensor) -> torch.Tensor:
             state["batch"] = batch = self.train_batch(users[idx], history[idx], target[idx])
             return self.loss(self.train_logits(batch).float(), batch.tgt)
 
-        def after_step(loss: torch.Tensor) -> None:
-            self.after_step(self.steps, state["batch"], loss)
-            self.steps += 1
-
         def batches():
             if cfg.group_by_length:  # histories of 1..max_len items: pad each batch to its own longest
                 return length_grouped_batches(lengths, cfg.batch_size, gen)
             return shuffled_batches(len(target), cfg.batch_size, gen, dev)
 
-        try:
-            train(self.ctx, self.model, opt, loss_fn, batches, cfg.epochs, cfg.patience, cfg.eval_every, grad_clip=cfg.grad_clip,
-                  scheduler=sched, after_step=after_step, select=self.checkpoint_module(), request=self.selection_request())  # fmt: skip
-            self.after_selection()
-        finally:
-            self._gen = {k: 0 for k in self._gen}  # count generations of the final validation and test only
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"steps": getattr(self, "steps", 0)}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.steps = state["steps"]
-
-    def artifacts(self) -> list:
-        return [self.semantic_ids] if self.semantic_ids is not None else []
+        return TrainingPlan(loss_fn, batches, len(target), after_step=lambda step, loss: self.after_step(step, state["batch"], loss))
 
     # ---- recommendation -------------------------------------------------------------------
     @property
@@ -395,25 +306,10 @@ class GenerativeMethod(Method):
         step = seq2seq_step(self.model, src, self.level_offsets, self.semantic_ids.sizes, bf16=self.decode_bf16)
         return beam_search(step, self.trie, len(src), beam, k, self.device)
 
-    @torch.no_grad()
-    def recommend(self, batch: EvalBatch, k: int) -> torch.Tensor:
-        B, beam = len(batch.users), self.request.beam_or(self.decode_config.beam)
-        src = self.encoder_input(batch.users, batch.history)
-        res = self.search(batch, src, beam, k)
+    def decode(self, batch: EvalBatch, beam: int, k: int) -> BeamResult:
+        res = self.search(batch, self.encoder_input(batch.users, batch.history), beam, k)
         self.beam_recall.remember(batch, res.items, beam, beam_bound(res.scores))
-        g = self._gen
-        g["users"] += B
-        g["slots"] += B * beam
-        g["generated"] += res.generated
-        g["invalid"] += res.invalid
-        g["duplicates"] += res.duplicates
-        self.ctx.info["generation_stats"] = {
-            "beam": beam, "valid_beam": self.config.valid_beam, "users": g["users"],
-            "invalid_rate": g["invalid"] / max(1, g["generated"]),
-            "duplicate_rate": g["duplicates"] / max(1, g["generated"]),
-            "empty_beam_rate": 1.0 - g["generated"] / max(1, g["slots"]),  # beam slots left without a valid ID
-        }  # fmt: skip
-        return res.items
+        return res
 
     @torch.no_grad()
     def score(self, batch: EvalBatch) -> torch.Tensor:
