@@ -28,8 +28,9 @@ for this benchmark; a template that needs a text field the item lacks is not dra
   description, for every training position.
 
 The loss is the cross-entropy of the response tokens only (then the end-of-sequence token).
-``max_examples`` > 0 draws that many examples per epoch uniformly from the pool of all tasks
-(the CPU preset); 0 uses the whole pool every epoch. Only training sequences are read; item
+``max_examples`` > 0 draws that many examples per epoch from the pool of the configured tasks,
+walking through seeded permutations of it, so every example is drawn once before any repeats
+(the CPU preset: one pass in slices); 0 uses the whole pool every epoch. Only training sequences are read; item
 text is a catalog feature, so the item tasks cover every item.
 
 Left out: LC-Rec's user-intention and preference-inference tasks, whose targets are user
@@ -61,10 +62,11 @@ tokens: the same update as the whole batch).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import inspect
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -73,7 +75,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.batching import last_item_windows
+from bench.batching import last_item_windows, length_grouped_batches
 from bench.errors import UserError
 from bench.method import EvalBatch
 from bench.semantic_ids import SemanticIDs
@@ -131,7 +133,8 @@ class LCRecConfig(TextTokenizerOptions, SemanticIDTraining):
     tasks: tuple[str, ...] = TASKS
     max_len: int = 20  # history items in a prompt (training and evaluation)
     text_max_words: int = 64  # title / description words kept in prompts and responses
-    max_examples: int = 0  # training examples drawn per epoch from the pool of all tasks; 0 = all of them
+    max_examples: int = 0  # training examples per epoch from the pool of all tasks (every one once before repeats); 0 = all of them
+    group_by_length: bool = field(default=True, metadata={"before": False})  # batches of similar length across the epoch
     # optimization (LETTER's LC-Rec runs; the other options are SemanticIDTraining's: weight decay
     # 0.01, 1% warm-up then cosine decay, gradient clipping 1.0)
     lr: float = 3e-4  # choose within 1e-4..3e-4 on validation
@@ -204,6 +207,7 @@ class Example:
     target: int  # the item the response is about
     prompt: str
     response: str
+    key: tuple[int, int] = (-1, -1)  # (pool index, template index): the same key, the same text (its tokens are cached)
 
 
 @dataclass
@@ -252,24 +256,53 @@ def render(task: str, user: int, history: np.ndarray, target: int, ids: list[str
     instr, resp = usable[int(rng.integers(len(usable)))]
     prompt = instr.format(history=history_text(history, ids), item=ids[target], title=title, description=description)
     response = {"id": ids[target], "title": title, "description": description}[resp]
-    return Example(task, user, target, prompt_text(prompt), response)
+    return Example(task, user, target, prompt_text(prompt), response, (-1, TEMPLATES[task].index((instr, resp))))
 
 
 def prompt_text(instruction: str) -> str:
     return f"{instruction}\nAnswer:"
 
 
+class PoolCursor:
+    """Which pool examples each epoch draws: successive slices of seeded permutations of the
+    pool, so every example is drawn once before any is drawn again (an epoch of ``max_examples``
+    examples is a slice; a new permutation starts when one is used up).  Its state is part of the
+    run's checkpoints."""
+
+    def __init__(self, n: int, rng: np.random.Generator):
+        self.n, self.rng = n, rng
+        self.order = np.empty(0, dtype=np.int64)
+        self.pos = 0
+
+    def take(self, k: int) -> np.ndarray:
+        parts = []
+        while k > 0 and self.n:
+            if self.pos >= len(self.order):
+                self.order, self.pos = self.rng.permutation(self.n), 0
+            part = self.order[self.pos : self.pos + k]
+            parts.append(part)
+            self.pos += len(part)
+            k -= len(part)
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"order": self.order.copy(), "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.order, self.pos = np.asarray(state["order"]).copy(), int(state["pos"])
+
+
 def draw_examples(pool: ExamplePool, ids: list[str], fields: dict[str, list[str]], max_examples: int,
-                  rng: np.random.Generator) -> list[Example]:  # fmt: skip
-    """One epoch's examples: ``max_examples`` drawn from the pool without replacement (0 = all of
-    them, shuffled), each with a template drawn at random."""
+                  rng: np.random.Generator, cursor: PoolCursor | None = None) -> list[Example]:  # fmt: skip
+    """One epoch's examples: the next ``max_examples`` of ``cursor`` (0 = the whole pool; default
+    a fresh cursor on ``rng``), each with a template drawn at random with ``rng``."""
     n = len(pool)
-    order = rng.permutation(n) if max_examples == 0 or max_examples >= n else rng.choice(n, size=max_examples, replace=False)
+    cursor = cursor if cursor is not None else PoolCursor(n, rng)
     out = []
-    for i in order:
+    for i in cursor.take(n if max_examples == 0 else min(max_examples, n)):
         ex = render(TASKS[pool.tasks[i]], int(pool.users[i]), pool.histories[i], int(pool.targets[i]), ids, fields, rng)
         if ex is not None:
-            out.append(ex)
+            out.append(dataclasses.replace(ex, key=(int(i), ex.key[1])))
     return out
 
 
@@ -324,18 +357,71 @@ def module_name(model: nn.Module, target: nn.Module) -> str:
     raise ValueError("module not found in the model")
 
 
+class NewTokenRows(nn.Module):
+    """The new tokens' rows of an embedding table (or of a tied or separate output layer) as a
+    trainable parameter beside the frozen table: the other rows are read from the table, the new
+    ones (ids ``first`` .. ``first + n - 1``, at the end) from ``trainable_tokens_delta`` (named as
+    peft's trainable tokens, whose values they hold too).  Unlike peft's layer, which copies the
+    whole table with the new rows in at every forward pass (and takes a dense gradient of it),
+    this touches only the rows a batch uses: measured on one CPU thread at SmolLM2's 49k x 576
+    table, a micro-batch of 8 examples' embedding and response logits took 0.71 s forward and
+    backward with peft's copy, 0.24 s this way."""
+
+    def __init__(self, weight: torch.Tensor, first: int, output: bool):
+        super().__init__()
+        self.weight = weight  # the frozen table (shared with a tied layer), its new rows unused
+        self.first, self.output = first, output
+        self.trainable_tokens_delta = nn.Parameter(weight[first:].detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.output:  # (..., hidden) -> logits over the old and the new tokens
+            return torch.cat([F.linear(x, self.weight[: self.first]), F.linear(x, self.trainable_tokens_delta)], -1)
+        out = F.embedding(x, self.weight)
+        new = x >= self.first
+        rows = self.trainable_tokens_delta[(x - self.first).clamp_min(0)]
+        return torch.where(new.unsqueeze(-1), rows.to(out.dtype), out)
+
+
 def add_lora(lm: nn.Module, new_tokens: list[int], r: int, alpha: int, dropout: float) -> nn.Module:
-    """LoRA on every linear layer plus trainable deltas on the new tokens' embedding and output
-    rows (one shared delta when the model ties them); everything else frozen."""
+    """LoRA on every linear layer of the transformer plus trainable new-token rows in the
+    embedding and output layers (:class:`NewTokenRows`; one shared set when the model ties
+    them); everything else frozen."""
     import peft
 
-    rows = {module_name(lm, lm.get_input_embeddings()): list(new_tokens)}
-    out = lm.get_output_embeddings()
-    if out is not None and out.weight is not lm.get_input_embeddings().weight:
-        rows[module_name(lm, out)] = list(new_tokens)
-    cfg = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear",
-                          trainable_token_indices=rows, task_type="CAUSAL_LM")  # fmt: skip
-    return peft.get_peft_model(lm, cfg)
+    first = min(new_tokens)
+    if sorted(new_tokens) != list(range(first, first + len(new_tokens))) or first + len(new_tokens) != lm.get_input_embeddings().weight.shape[0]:
+        raise ValueError("lc-rec: the new tokens must be the last rows of the embedding table")
+    embed, out = lm.get_input_embeddings(), lm.get_output_embeddings()
+    tied = out is not None and out.weight is embed.weight
+    rows = NewTokenRows(embed.weight, first, output=False)
+    lm.set_input_embeddings(rows)
+    if out is not None:
+        head = NewTokenRows(out.weight, first, output=True)
+        if tied:
+            head.trainable_tokens_delta = rows.trainable_tokens_delta  # one set of rows for both, as the model ties them
+        if getattr(out, "bias", None) is not None:
+            raise ValueError("lc-rec: an output layer with a bias is not supported")
+        lm.set_output_embeddings(head)
+    cfg = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM")
+    model = peft.get_peft_model(lm, cfg)
+    for module in model.modules():
+        if isinstance(module, NewTokenRows):
+            module.trainable_tokens_delta.requires_grad_(True)
+    return model
+
+
+def frozen_weights_to_bf16(model: nn.Module) -> int:
+    """Store the frozen weights of the transformer's linear layers in bf16 (the embedding table
+    and the output layer stay fp32): under bf16 autocast every matmul reads its weight in bf16
+    anyway, so the results are the same, without casting every weight at every forward pass.
+    Trainable tensors (LoRA, new-token rows) stay fp32 master weights.  Returns the number of
+    weights converted."""
+    n = 0
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and not module.weight.requires_grad and module.weight.dtype == torch.float32:
+            module.weight.data = module.weight.data.to(torch.bfloat16)
+            n += 1
+    return n
 
 
 class TrainableState(nn.Module):
@@ -447,6 +533,7 @@ class LCRec(TextIDs, SemanticIDMethod):
             torch.manual_seed(seed)  # the new rows' initialisation and LoRA's A matrices
             lm.resize_token_embeddings(len(self.tokenizer))
             model = add_lora(lm, new, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout).to(dev)
+        bf16_weights = frozen_weights_to_bf16(model) if self.autocast["enabled"] else 0
         self.snapshot = TrainableState(model)
         eos = self.tokenizer.eos_token_id
         self.eos = int(eos) if eos is not None else None
@@ -456,7 +543,7 @@ class LCRec(TextIDs, SemanticIDMethod):
         self.ctx.info["language_model"] = {
             **facts, "new_tokens": len(new), "vocab": len(self.tokenizer), "params_total": sum(p.numel() for p in params),
             "params_trainable": sum(p.numel() for p in params if p.requires_grad), "snapshot_tensors": len(self.snapshot.params),
-            "autocast": "bf16" if self.autocast["enabled"] else "fp32",
+            "autocast": "bf16" if self.autocast["enabled"] else "fp32", "frozen_linear_weights_bf16": bf16_weights,
         }  # fmt: skip
         return model
 
@@ -495,9 +582,11 @@ class LCRec(TextIDs, SemanticIDMethod):
         return self.snapshot  # the trainable tensors only, never a copy of the whole model
 
     def training_plan(self) -> TrainingPlan:
-        """Each epoch draws its examples from the pool of every task (``max_examples``, 0 = all),
-        renders and tokenizes them; a batch's examples are sorted by length so that its
-        micro-batches pad less (same update).  The loss is the mean over response tokens."""
+        """Each epoch draws its examples from the pool of every task (``max_examples``, 0 = all;
+        :class:`PoolCursor`: every example once before any repeats), renders them (each example's
+        tokens are computed once per run) and cuts them into batches of similar length
+        (``group_by_length``; else drawn batches, each sorted by length so that its micro-batches
+        pad less).  The loss is the mean over response tokens."""
         cfg = self.config
         pool = build_pool(self.data.train, self.data.n_items, cfg.tasks, cfg.max_len)
         if len(pool) == 0:
@@ -505,16 +594,27 @@ class LCRec(TextIDs, SemanticIDMethod):
         per_epoch = len(pool) if cfg.max_examples == 0 else min(cfg.max_examples, len(pool))
         rng = self.ctx.numpy_rng(self.name, "examples")
         self.ctx.info.update(example_pool=pool.counts(), examples_per_epoch=per_epoch)
+        self.cursor = PoolCursor(len(pool), rng)  # which examples each epoch draws (in checkpoints)
+        gen = self.ctx.torch_generator(self.name, "batches")
+        tokens: dict[tuple[int, int], tuple[list[int], list[int]]] = {}  # (pool index, template) -> tokens: tokenized once per run
         epoch: dict[str, Any] = {}
 
+        def encode(ex: Example) -> tuple[list[int], list[int]]:
+            if ex.key not in tokens:
+                tokens[ex.key] = self.encode_example(ex)
+            return tokens[ex.key]
+
         def batches() -> list[torch.Tensor]:
-            examples = draw_examples(pool, self.ids_text, self.fields, cfg.max_examples, rng)
-            epoch["encoded"] = encoded = [self.encode_example(ex) for ex in examples]
+            examples = draw_examples(pool, self.ids_text, self.fields, cfg.max_examples, rng, self.cursor)
+            epoch["encoded"] = encoded = [encode(ex) for ex in examples]
             epoch["tokens"] = torch.tensor([len(r) for _, r in encoded], dtype=torch.float64)
-            lengths = [len(p) + len(r) for p, r in encoded]
+            lengths = torch.tensor([len(p) + len(r) for p, r in encoded])
             self.examples_seen += len(encoded)
-            return [torch.tensor(sorted(range(start, min(start + cfg.batch_size, len(encoded))), key=lengths.__getitem__))
-                    for start in range(0, len(encoded), cfg.batch_size)]  # fmt: skip
+            if cfg.group_by_length:  # batches of similar length across the epoch (a batch pads to its own longest)
+                return list(length_grouped_batches(lengths, cfg.batch_size, gen))
+            # else the drawn order, each batch sorted by length (its micro-batches pad less; same update)
+            return [start + torch.argsort(chunk, descending=True, stable=True) for start, chunk in
+                    zip(range(0, len(encoded), cfg.batch_size), lengths.split(cfg.batch_size))]  # fmt: skip
 
         def loss_fn(idx: torch.Tensor) -> torch.Tensor:
             loss, tokens = self.batch_loss([epoch["encoded"][i] for i in idx.tolist()])
@@ -529,11 +629,12 @@ class LCRec(TextIDs, SemanticIDMethod):
         eff["train_seconds_per_100_examples"] = 100 * eff["train_epochs_seconds_total"] / max(1, self.examples_seen)
 
     def extra_state(self) -> dict[str, Any]:
-        return {**super().extra_state(), "examples_seen": self.examples_seen}
+        return {**super().extra_state(), "examples_seen": self.examples_seen, "cursor": self.cursor.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         super().load_extra_state(state)
         self.examples_seen = state["examples_seen"]
+        self.cursor.load_state_dict(state["cursor"])
 
     # ---- recommendation ---------------------------------------------------------------------
     def prompts_for(self, history: torch.Tensor) -> list[list[int]]:

@@ -5,15 +5,17 @@ change a step's cost), draws one epoch's examples as the method does, and times 
 steps of ``--batch`` examples (micro-batches of ``--micro``) in several settings, each over the
 same examples:
 
-* ``fp32``: the method as it is, in fp32 (LM head at the response positions only);
-* ``bf16``: the same under bf16 autocast (fp32 master weights and loss), where the CPU has it;
+* ``bf16``: the method as it runs where the CPU has native bf16 (bf16 autocast, fp32 master
+  weights and loss, the frozen linear weights stored in bf16), built with precision bf16;
+* ``fp32``: the method built with precision fp32 (LM head at the response positions only);
 * ``fp32, head at every position``: the LM head over the whole sequence (prompt included);
 * ``fp32, no backward``: the forward pass alone.
 
-It then profiles one fp32 step with torch.profiler and groups the time by module kind (the
-LM head over the 49k-token vocabulary, LoRA, attention, MLP, embeddings, optimizer) and by
-forward / backward, and prints the mean prompt and response lengths. Prints a Markdown table
-naming the machine and its load.
+It then profiles one step as the method runs (bf16 where native) with torch.profiler and groups
+the time by module kind (the LM head over the 49k-token vocabulary, LoRA, attention, MLP,
+embeddings, optimizer) and by forward / backward, and prints the mean prompt and response
+lengths. Prints a Markdown table naming the machine, its load and the code version.  Run it at
+two commits for a before / after comparison.
 
     python scripts/profile_lcrec.py --dataset scientific --data-dir DIR --threads 1
 """
@@ -32,18 +34,16 @@ import torch
 from bench.config import resolve_config
 from bench.data.registry import load_dataset
 from bench.method import Context
-from bench.provenance import cpu_name
+from bench.provenance import cpu_name, git_info
 from bench.runner import RunConfig, cpu_has_native_bf16, train_data
 from bench.split import leave_one_out
 from methods.lcrec import LCRec, build_pool, draw_examples
 
 
-def timed_steps(method: LCRec, encoded: list, batch: int, micro: int, steps: int, autocast: bool, keep_all: bool,
-                backward: bool) -> float:  # fmt: skip
+def timed_steps(method: LCRec, encoded: list, batch: int, micro: int, steps: int, keep_all: bool, backward: bool) -> float:
     """Seconds per example over ``steps`` optimizer steps (after one warm-up step)."""
     params = [p for p in method.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
-    method.ctx.precision = "bf16" if autocast else "fp32"
     original = method.batch_loss
     if keep_all:  # the LM head over every position: the cost the response-only head avoids
         import torch.nn.functional as F
@@ -87,15 +87,14 @@ def timed_steps(method: LCRec, encoded: list, batch: int, micro: int, steps: int
 
 
 def profile_step(method: LCRec, encoded: list, micro: int) -> dict[str, float]:
-    """Self CPU time of one fp32 optimizer step's operators, grouped by the module kind they ran in."""
+    """Self CPU time of one optimizer step's operators, grouped by the module kind they ran in."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     params = [p for p in method.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
-    method.ctx.precision = "fp32"
     hooks = []
     for name, module in method.model.named_modules():
-        kind = ("lm_head" if name.endswith("lm_head") else "lora" if ".lora_" in name else "attention" if name.endswith("self_attn")
+        kind = ("lm_head" if name.endswith("lm_head") else "lora" if name.endswith((".lora_A", ".lora_B")) else "attention" if name.endswith("self_attn")
                 else "mlp" if name.endswith(".mlp") else "embeddings" if name.endswith("embed_tokens") else None)  # fmt: skip
         if kind:  # LoRA runs inside the attention and MLP projections: its time is part of theirs too
             def pre(mod, args, kind=kind):
@@ -127,6 +126,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="scientific")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--cache-dir", default=None)
     p.add_argument("--preset", default="cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch", type=int, default=16)
@@ -134,36 +134,43 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    settings = RunConfig(data_dir=Path(args.data_dir) if args.data_dir else None)
-    split = leave_one_out(load_dataset(args.dataset, data_dir=settings.data_dir))
+    settings = RunConfig(data_dir=Path(args.data_dir) if args.data_dir else None, cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+    split = leave_one_out(load_dataset(args.dataset, data_dir=settings.data_dir, cache_dir=settings.cache_dir))
     config = resolve_config(LCRec, args.preset, {"rq_epochs": 20})
-    device = torch.device("cpu")
-    ctx = Context(device=device, seed=0, validate=dict, precision="fp32")
-    method = LCRec(config, train_data(split, settings), ctx)
-    method.prepare()
-    pool = build_pool(method.data.train, method.data.n_items, config.tasks, config.max_len)
-    examples = draw_examples(pool, method.ids_text, method.fields, (args.steps + 1) * args.batch, ctx.numpy_rng("profile"))
+
+    def build(precision: str) -> LCRec:
+        ctx = Context(device=torch.device("cpu"), seed=0, validate=dict, precision=precision)
+        method = LCRec(config, train_data(split, settings), ctx)
+        method.prepare()
+        return method
+
+    fp32 = build("fp32")
+    pool = build_pool(fp32.data.train, fp32.data.n_items, config.tasks, config.max_len)
+    examples = draw_examples(pool, fp32.ids_text, fp32.fields, (args.steps + 1) * args.batch, np.random.default_rng(0))
     t0 = time.perf_counter()
-    encoded = [method.encode_example(ex) for ex in examples]
+    encoded = [fp32.encode_example(ex) for ex in examples]
     tokenize = (time.perf_counter() - t0) / len(encoded)
     prompt = np.mean([len(pr) for pr, _ in encoded])
     response = np.mean([len(r) for _, r in encoded])
-    rows = [("fp32 (as the method runs)", timed_steps(method, encoded, args.batch, args.micro, args.steps, False, False, True)),
-            ("fp32, LM head at every position", timed_steps(method, encoded, args.batch, args.micro, args.steps, False, True, True)),
-            ("fp32, forward only", timed_steps(method, encoded, args.batch, args.micro, args.steps, False, False, False))]  # fmt: skip
+    rows = []
+    method = fp32
     if cpu_has_native_bf16():
-        rows.append(("bf16 autocast (fp32 master weights and loss)",
-                     timed_steps(method, encoded, args.batch, args.micro, args.steps, True, False, True)))
+        method = build("bf16")
+        rows.append(("bf16 (as the method runs here: autocast, fp32 master weights and loss)",
+                     timed_steps(method, encoded, args.batch, args.micro, args.steps, False, True)))
+    rows += [("fp32", timed_steps(fp32, encoded, args.batch, args.micro, args.steps, False, True)),
+             ("fp32, LM head at every position", timed_steps(fp32, encoded, args.batch, args.micro, args.steps, True, True)),
+             ("fp32, forward only", timed_steps(fp32, encoded, args.batch, args.micro, args.steps, False, False))]  # fmt: skip
     parts = profile_step(method, encoded[: args.batch], args.micro)
     load = os.getloadavg()[0]
-    print(f"lc-rec@{args.preset} on {args.dataset}, {cpu_name()}, {args.threads} thread(s), load average {load:.1f} while measured; "
+    print(f"lc-rec@{args.preset} on {args.dataset} at {(git_info()["git_sha"] or "?")[:7]}{" (uncommitted changes)" if git_info()["git_dirty"] else ""}, {cpu_name()}, {args.threads} thread(s), load average {load:.1f} while measured; "
           f"{config.model}; batch {args.batch} in micro-batches of {args.micro}; mean prompt {prompt:.0f} tokens, "
           f"response {response:.1f} tokens (with end of sequence); tokenizing {1000 * tokenize:.2f} ms per example\n")
     print("| setting | seconds per example |\n|---|---|")
     for name, seconds in rows:
         print(f"| {name} | {seconds:.3f} |")
     step = parts.get("phase::forward+backward", 0.0) + parts.get("phase::optimizer", 0.0)
-    print("\nOne fp32 step, profiled (forward time inside each module kind, inclusive; phases' wall time):\n")
+    print(f"\nOne {method.ctx.precision} step, profiled (forward time inside each module kind, inclusive; phases' wall time):\n")
     print("| part | seconds | share of the step |\n|---|---|---|")
     for key in sorted(parts, key=lambda k: -parts[k]):
         print(f"| {key.split('::')[1]} | {parts[key]:.3f} | {parts[key] / step:.0%} |")

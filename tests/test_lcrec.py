@@ -196,3 +196,41 @@ def test_lcrec_record(tiny_split: Split, lcrec_run_cfg) -> None:
     assert rec["training"]["generation_stats"]["invalid_rate"] == 0.0 and rec["codebook"]["n_items"] == tiny_split.n_items
     assert rec["generation"]["duplicate_rate"] == 0.0
     assert rec["metrics"]["hit@100"] is not None  # beam 100 in the tiny settings
+
+
+def test_epochs_walk_through_the_pool_before_any_example_repeats() -> None:
+    from methods.lcrec import PoolCursor
+
+    cursor = PoolCursor(10, np.random.default_rng(0))
+    drawn = np.concatenate([cursor.take(3) for _ in range(4)])  # 12 draws: the 4th epoch crosses into a new permutation
+    assert sorted(drawn[:10].tolist()) == list(range(10)) and len(set(drawn[10:].tolist())) == 2
+    # a cursor restored from the state (and its generator's) goes on exactly as the original
+    saved, rng_state = cursor.state_dict(), cursor.rng.bit_generator.state
+    ahead = [cursor.take(4).tolist() for _ in range(3)]
+    restored = PoolCursor(10, np.random.default_rng(99))
+    restored.rng.bit_generator.state = rng_state
+    restored.load_state_dict(saved)
+    assert [restored.take(4).tolist() for _ in range(3)] == ahead
+    assert cursor.take(0).tolist() == [] and PoolCursor(0, np.random.default_rng(0)).take(5).tolist() == []
+
+
+def test_new_token_rows_equal_a_table_with_the_rows_written_in() -> None:
+    """The embedding and the (tied) output layer read the new rows from the trainable parameter
+    and the others from the frozen table: the same as one table with the new rows copied in, and
+    the gradient reaches the new rows only."""
+    from methods.lcrec import NewTokenRows
+
+    torch.manual_seed(0)
+    table = torch.nn.Parameter(torch.randn(12, 4), requires_grad=False)
+    embed, head = NewTokenRows(table, 9, output=False), NewTokenRows(table, 9, output=True)
+    head.trainable_tokens_delta = embed.trainable_tokens_delta
+    with torch.no_grad():
+        embed.trainable_tokens_delta.add_(torch.randn(3, 4))  # trained rows differ from the table's stale ones
+    merged = table.detach().clone()
+    merged[9:] = embed.trainable_tokens_delta.detach()
+    x = torch.tensor([[0, 9, 3, 11], [10, 10, 2, 1]])
+    assert torch.equal(embed(x), torch.nn.functional.embedding(x, merged))
+    h = torch.randn(2, 4)
+    assert torch.allclose(head(h), h @ merged.T, atol=1e-6)
+    (embed(x).sum() + head(h).sum()).backward()
+    assert table.grad is None and embed.trainable_tokens_delta.grad.abs().sum() > 0

@@ -282,8 +282,8 @@ def test_cli_checks_the_checkpoint_options(capsys, registered_tiny, tmp_path: Pa
 
 
 # Methods whose training takes no checkpoint: no loop (pop), or a loop whose state the harness does not hold (iALS's ALS
-# solver; LC-Rec, whose loop declares no state yet and which needs the tiny LLM of its own tests).
-NO_CHECKPOINTS = {"pop", "ials", "lc-rec"}
+# solver).  LC-Rec needs the tiny LLM of its own tests: it has its own test below.
+NO_CHECKPOINTS = {"pop", "ials"}
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS.names() if m != "lc-rec"])
@@ -305,4 +305,29 @@ def test_every_method_stopped_mid_epoch_resumes_to_the_same_record(method: str, 
     else:
         assert method in NO_CHECKPOINTS, "not interrupted: does its loop declare its state (Selection(..., state=...))?"
     assert outcome.status == "done"
+    assert_same_record(uninterrupted.path, spec.path)
+
+
+def test_lcrec_stopped_mid_epoch_resumes_to_the_same_record(spec_for, tiny_llm: Path) -> None:
+    """LC-Rec on the shared loop: its LoRA and new-token tensors, their optimizer and schedule,
+    the example cursor and generators are in the checkpoint; SIGTERM in its second epoch, then a
+    re-run, gives the uninterrupted record."""
+
+    def lcrec(results: str) -> RunSpec:
+        spec = spec_for("lc-rec", results)
+        spec.settings.overrides["lc-rec"].update(model=str(tiny_llm), epochs=3, patience=3, max_examples=40)
+        return spec
+
+    uninterrupted = lcrec("uninterrupted")
+    assert run_one(uninterrupted).status == "done"
+    spec = lcrec("terminated")
+    with pytest.raises(Terminated):
+        with sigterm_in_epoch(1, 1):
+            run_one(spec)
+    saved = torch.load(checkpoint_path(spec.path), map_location="cpu", weights_only=False)
+    assert (saved["stage"], saved["epoch"]) == (1, 1) and saved["extra"]["examples_seen"] == 40
+    # the snapshot holds the trainable tensors only (no copy of the frozen model)
+    assert "model" not in saved["training_state"] and all("lora_" in k or "trainable_tokens" in k for k in saved["training_state"]["module"])
+    assert run_one(spec).status == "done"
+    assert [r["epoch"] for r in json.loads(spec.path.read_text())["provenance"]["resumed"]] == [1]
     assert_same_record(uninterrupted.path, spec.path)
