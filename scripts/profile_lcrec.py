@@ -163,7 +163,9 @@ def main() -> None:
              ("fp32, forward only", timed_steps(fp32, encoded, args.batch, args.micro, args.steps, False, False))]  # fmt: skip
     parts = profile_step(method, encoded[: args.batch], args.micro)
     load = os.getloadavg()[0]
-    print(f"lc-rec@{args.preset} on {args.dataset} at {(git_info()["git_sha"] or "?")[:7]}{" (uncommitted changes)" if git_info()["git_dirty"] else ""}, {cpu_name()}, {args.threads} thread(s), load average {load:.1f} while measured; "
+    code = git_info()
+    version = (code["git_sha"] or "?")[:7] + (" (uncommitted changes)" if code["git_dirty"] else "")
+    print(f"lc-rec@{args.preset} on {args.dataset} at {version}, {cpu_name()}, {args.threads} thread(s), load average {load:.1f} while measured; "
           f"{config.model}; batch {args.batch} in micro-batches of {args.micro}; mean prompt {prompt:.0f} tokens, "
           f"response {response:.1f} tokens (with end of sequence); tokenizing {1000 * tokenize:.2f} ms per example\n")
     print("| setting | seconds per example |\n|---|---|")
