@@ -495,15 +495,18 @@ class LCRec(TextIDs, SemanticIDMethod):
     description = "LC-Rec: RQ-VAE ID tokens (4x256, Sinkhorn) in a causal LM (SmolLM2-135M by default), LoRA, alignment tasks, trie beam"
     Config = LCRecConfig
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        # One thread, SmolLM2-135M, Scientific, measured on a 2-core machine shared with other jobs
-        # (load about 5): 1.6 s per training example (forward + backward, about 70 tokens) and
-        # 1.5 s per user to decode at beam 20. Hence one epoch of 1,000 sampled examples, a short
-        # tokenizer run and beam 20; lr 1e-3 (above LETTER's 1e-4..3e-4, for the few steps) and no
-        # LoRA dropout (its masks took about a fifth of a CPU step). Validation and test need a
-        # user sample (--eval-users) to fit the budget.
-        "cpu": {"max_examples": 1000, "epochs": 1, "patience": 1, "eval_every": 1, "max_len": 10, "text_max_words": 16,
-                "lr": 1e-3, "lora_dropout": 0.0, "batch_size": 16, "micro_batch_size": 8, "beam": 20, "valid_beam": 20,
-                "decode_batch_size": 8, "rq_epochs": 500},
+        # One pass over the sequential-recommendation and item-to-ID examples (Scientific: 33,541 +
+        # 4,344 = 37,885), in 10 epochs of 3,800 examples that walk through the pool (38,000 in all),
+        # validated every 2 epochs on the --eval-users sample at beam 10. The other two tasks stay
+        # available (--set lc-rec.tasks=...). Measured with scripts/profile_lcrec.py on one thread
+        # of this machine's Intel Xeon beside two other runs (load about 3): 0.43 s per example in
+        # bf16 (0.58 in fp32), so about 4.5 h of training: one run resumed across 3-hour jobs.
+        # lr 5e-4 for batches of 32 (LETTER: 1e-4..3e-4 at 128), no LoRA dropout (its masks took
+        # about a fifth of a CPU step), history of 10 items and 16 words of text, a short tokenizer
+        # run. Validation and test need a user sample (--eval-users) to fit the budget.
+        "cpu": {"tasks": ("seqrec", "item2index"), "max_examples": 3800, "epochs": 10, "patience": 3, "eval_every": 2,
+                "max_len": 10, "text_max_words": 16, "lr": 5e-4, "lora_dropout": 0.0, "batch_size": 32, "micro_batch_size": 8,
+                "beam": 20, "valid_beam": 10, "decode_batch_size": 8, "rq_epochs": 500},
     }  # fmt: skip
     needs = ("item_text",)  # the tokenizer quantizes item text embeddings, and the alignment tasks read the text
 

@@ -111,6 +111,8 @@ def test_config_checks_and_cpu_preset() -> None:
     assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.beam, cfg.max_len, cfg.epochs) == (8, 32, 0.05, 20, 20, 4)
     cpu = resolve_config(LCRec, "cpu")
     assert cpu.max_examples > 0 and cpu.beam == 20 and cpu.rq_epochs < cfg.rq_epochs
+    # one pass over Scientific's seqrec and item2index examples (33,541 + 4,344), validated at a small beam
+    assert cpu.tasks == ("seqrec", "item2index") and cpu.epochs * cpu.max_examples >= 33_541 + 4_344 and cpu.valid_beam < cpu.beam
     for bad in ({"tasks": "seqrec,intention"}, {"beam": "0"}, {"max_examples": "-1"}, {"lora_dropout": "1"}):
         with pytest.raises(UserError, match=next(iter(bad))):
             apply_overrides(LCRecConfig(), bad, "lc-rec")
