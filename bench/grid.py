@@ -98,9 +98,10 @@ def _measured(roots: tuple[Path, ...]) -> list[dict]:
             if rec.get("run_id") in seen:
                 continue
             seen.add(rec.get("run_id"))
+            prov = rec.get("provenance", {})
             rows.append({"dataset": rec["dataset"], "method": rec["method"], "variant": protocol.get("variant", ""),
-                         "seconds": seconds, "interactions": interactions,
-                         "cpu": rec.get("provenance", {}).get("hardware", {}).get("cpu", "?")})  # fmt: skip
+                         "seconds": seconds, "interactions": interactions, "cpu": prov.get("hardware", {}).get("cpu", "?"),
+                         "started_at": prov.get("started_at"), "finished_at": prov.get("finished_at"), "path": str(path)})  # fmt: skip
     _MEASURED[key] = rows
     return rows
 
@@ -120,10 +121,14 @@ def estimate(spec: RunSpec) -> Estimate:
     from bench.provenance import cpu_name
 
     roots = tuple(dict.fromkeys(p for p in (Path(spec.settings.results_dir), CURATED_RESULTS) if p.is_dir()))
-    rows = [r for r in _measured(roots) if r["method"] == spec.method]
-    here = cpu_name()
-    variant = spec.settings.variant
-    target = _train_interactions(spec.dataset)
+    return estimate_from(_measured(roots), spec.method, spec.dataset, spec.settings.variant, cpu_name())
+
+
+def estimate_from(measured: list[dict], method: str, dataset: str, variant: str, here: str) -> Estimate:
+    """:func:`estimate` from the given timing rows (:func:`_measured`'s) for a run of ``method``
+    on ``dataset`` in ``variant``, on a machine whose CPU model is ``here``."""
+    rows = [r for r in measured if r["method"] == method]
+    target = _train_interactions(dataset)
     for same_variant in (True, False):  # the same settings on any machine before other settings on this one
         pool = [r for r in rows if (r["variant"] == variant) == same_variant]
         if not pool:
@@ -135,7 +140,7 @@ def estimate(spec: RunSpec) -> Estimate:
         if not same_variant:
             variants = ", ".join(sorted({f"@{r['variant']}" if r["variant"] else "defaults" for r in pool}))
         what = "same variant" if same_variant else f"from {variants}: other settings"
-        same = [r for r in pool if r["dataset"] == spec.dataset]
+        same = [r for r in pool if r["dataset"] == dataset]
         if same:
             seconds = statistics.fmean(r["seconds"] for r in same)
             return Estimate(seconds, f"{len(same)} earlier record(s) on {machine}, {what}", not same_variant)
