@@ -125,3 +125,14 @@ def plot_first_level(stats: dict[str, Any], path: str | Path, run: str = "") -> 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def prefix_accuracy(ids: SemanticIDs, top1: np.ndarray, targets: np.ndarray) -> list[float]:
+    """Per level l, the share of users whose first recommended item's ID agrees with the target's
+    ID on its first l codes (level 1: the first code token; a user with no item counts as a miss)."""
+    top1, targets = np.asarray(top1), np.asarray(targets)
+    if len(targets) == 0:
+        return [0.0] * ids.levels
+    codes = np.asarray(ids.codes)
+    same = (codes[top1.clip(0)] == codes[targets]) & (top1 >= 0)[:, None]
+    return [round(float(x), 6) for x in np.cumprod(same, axis=1).mean(0)]

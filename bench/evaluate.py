@@ -23,6 +23,7 @@ class EvalOutput:
     duplicates: int = 0  # repeated entries removed from ranked lists
     list_entries: int = 0  # entries returned in total (for the duplicate rate)
     list_depth: int | None = None  # lists only: the longest de-duplicated list of any user
+    top1: np.ndarray | None = None  # lists only: each user's first item (-1 = none), for the ID-prefix accuracy
 
 
 class Evaluator:
@@ -84,6 +85,7 @@ class Evaluator:
         output = method.active_output
         n = len(self.users)
         ranks = torch.empty(n, dtype=torch.long, device=self.users.device)
+        top1 = torch.full((n,), -1, dtype=torch.long, device=self.users.device)
         short = dup = entries = depth = 0
         method.ctx.synchronize()
         t0 = time.perf_counter()
@@ -109,11 +111,13 @@ class Evaluator:
                     lists = torch.where((lists >= 0) & seen.gather(1, lists.clamp_min(0)), -1, lists)
                 r, n_unique, n_dup = ranks_from_lists(lists, self.targets[sl])
                 ranks[sl] = r
+                top1[sl] = lists.gather(1, (lists >= 0).to(torch.uint8).argmax(1, keepdim=True)).squeeze(1)
                 short += int((n_unique < MAX_RANK).sum())
                 depth = max(depth, int(n_unique.max()) if len(n_unique) else 0)
                 dup += int(n_dup.sum())
                 entries += int((lists >= 0).sum())
         method.ctx.synchronize()
         seconds = time.perf_counter() - t0
-        return EvalOutput(ranks.cpu().numpy(), seconds, n, short, dup, entries,
-                          depth if output == "lists" else None)
+        lists = output == "lists"
+        return EvalOutput(ranks.cpu().numpy(), seconds, n, short, dup, entries, depth if lists else None,
+                          top1.cpu().numpy() if lists else None)  # fmt: skip

@@ -356,6 +356,8 @@ def execute(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig, d
         finally:
             tmp.unlink(missing_ok=True)
         record["codebook_plot"] = png.name
+        if test.top1 is not None:  # how far the first recommended ID agrees with the target's, level by level
+            record["generation"]["top1_prefix_accuracy"] = codebook.prefix_accuracy(ids, test.top1, test_set.test.targets)
     users = test_set.test.input.users if sampled is not None else None  # which users the ranks belong to
     write_record(path, record, test.ranks, split.dataset.fingerprint, run_id, users)
     if ckpt is not None:

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.codebook import plot_first_level, utilization
+from bench.codebook import plot_first_level, prefix_accuracy, utilization
 from bench.semantic_ids import SemanticIDs
 
 
@@ -53,3 +53,15 @@ def test_plot_first_level(tmp_path):
     path = plot_first_level(utilization(_table()), tmp_path / "sub" / "first.png")
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+
+
+def test_prefix_accuracy_against_brute_force():
+    ids = _table()
+    rng = np.random.default_rng(0)
+    top1, targets = rng.integers(-1, 4, 50), rng.integers(0, 4, 50)
+    expect = []
+    for level in range(3):
+        hits = [t1 >= 0 and list(ids.codes[t1][: level + 1]) == list(ids.codes[t][: level + 1]) for t1, t in zip(top1, targets)]
+        expect.append(sum(hits) / len(hits))
+    assert prefix_accuracy(ids, top1, targets) == pytest.approx(expect)
+    assert prefix_accuracy(ids, np.array([0, 1]), np.array([1, 1])) == [1.0, 1.0, 0.5]  # items 0 and 1 share 2 levels

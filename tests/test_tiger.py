@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from bench.config import apply_overrides
 from bench.errors import UserError
+from bench.results import ranks_path
 from bench.leaderboard import render_leaderboard
 from bench.runner import build_method, execute
 from bench.split import Split
@@ -37,6 +39,12 @@ def test_tiger_record_carries_codebook_utilization_and_plot(tiny_split: Split, r
     assert train["text_embeddings"]["n_items"] == n and "rqvae" in train["tokenizer"]
     assert rec["efficiency"]["tokenizer_seconds"] > 0
     assert rec["generation"]["duplicate_rate"] == 0.0  # unique IDs: one item per generated ID
+    # the first recommended ID against the target's, level by level: never rising with depth, and with
+    # unique IDs a full match is the target ranked first
+    prefix = rec["generation"]["top1_prefix_accuracy"]
+    with np.load(ranks_path(path)) as z:
+        first = float((z["ranks"] == 1).mean())
+    assert len(prefix) == book["levels"] and all(a >= b for a, b in zip(prefix, prefix[1:])) and prefix[-1] == pytest.approx(first)
 
     board = render_leaderboard(cfg.results_dir)
     assert "Codebook utilization" in board and "| tiger " in board
