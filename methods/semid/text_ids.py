@@ -40,9 +40,9 @@ class TextTokenizerOptions:
     rq_batch_size: int = zero_allowed(1024)  # 0 = full batch
     rq_epochs: int = 20000
     rq_collisions: str = "count"
-    rq_kmeans_init: str = "kmeans"  # codebook initialisation: kmeans (TIGER: plain k-means) | constrained (LETTER) | none
-    rq_kmeans_n_init: int = 1  # k-means starts
-    rq_kmeans_iters: int = 100  # iterations per start
+    rq_kmeans_init: str = field(default="kmeans", metadata={"before": "kmeans"})  # codebook initialisation: kmeans (TIGER: plain k-means) | constrained (LETTER) | none
+    rq_kmeans_n_init: int = field(default=1, metadata={"before": 1})  # k-means starts
+    rq_kmeans_iters: int = field(default=100, metadata={"before": 100})  # iterations per start
 
     def _prefixed(self, target: type, prefix: str):
         names = {f.name for f in fields(target)}
