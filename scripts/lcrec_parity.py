@@ -61,6 +61,7 @@ def main() -> None:
     p.add_argument("--save", default=None, help="a JSON file for the loss curves (read back when it exists: runs done are skipped)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    code = git_info()  # the code that trains (taken before it does)
     settings = RunConfig(data_dir=Path(args.data_dir) if args.data_dir else None, cache_dir=Path(args.cache_dir) if args.cache_dir else None)
     split = leave_one_out(load_dataset(args.dataset, data_dir=settings.data_dir, cache_dir=settings.cache_dir))
     curves: dict[str, list[float]] = json.loads(Path(args.save).read_text()) if args.save and Path(args.save).is_file() else {}
@@ -73,9 +74,9 @@ def main() -> None:
     w = args.window
     means = {run: [float(np.mean(c[i : i + w])) for i in range(0, len(c), w)] for run, c in curves.items()}
     runs = list(curves)
-    print(f"lc-rec@{args.preset} on {args.dataset} at {(git_info()['git_sha'] or '?')[:7]}, {cpu_name()}, {args.threads} thread(s), "
+    print(f"lc-rec@{args.preset} on {args.dataset} at {(code['git_sha'] or '?')[:7]}, {cpu_name()}, {args.threads} thread(s), "
           f"load average {os.getloadavg()[0]:.1f}; {args.steps} steps of {args.batch} examples; mean loss per window of {w} steps\n")
-    print("| steps | " + " | ".join(runs) + " |\n|---" * (len(runs) + 1) + "|")
+    print("| steps | " + " | ".join(runs) + " |\n" + "|---" * (len(runs) + 1) + "|")
     for k in range(len(next(iter(means.values())))):
         print(f"| {k * w + 1}-{(k + 1) * w} | " + " | ".join(f"{means[r][k]:.4f}" for r in runs) + " |")
     pairs = [(a, b) for i, a in enumerate(runs) for b in runs[i + 1 :]]
