@@ -61,7 +61,7 @@ LONG_PLAN_HOURS = 4.0  # a plan longer than this (per job) says how to make it s
 @dataclass
 class Estimate:
     seconds: float | None  # expected wall time (fit + test), None when nothing measured comes close
-    basis: str  # which records, e.g. "3 earlier record(s) on Intel Xeon, same variant"
+    basis: str  # which records, e.g. "3 earlier record(s) on this CPU model, same settings"
     other_settings: bool = False  # drawn from records of another variant (e.g. a reduced preset)
 
 
@@ -100,6 +100,7 @@ def _measured(roots: tuple[Path, ...]) -> list[dict]:
             seen.add(rec.get("run_id"))
             prov = rec.get("provenance", {})
             rows.append({"dataset": rec["dataset"], "method": rec["method"], "variant": protocol.get("variant", ""),
+                         "config": rec.get("config") if isinstance(rec.get("config"), dict) else {},
                          "seconds": seconds, "interactions": interactions, "cpu": prov.get("hardware", {}).get("cpu", "?"),
                          "started_at": prov.get("started_at"), "finished_at": prov.get("finished_at"), "path": str(path)})  # fmt: skip
     _MEASURED[key] = rows
@@ -117,20 +118,35 @@ def estimate(spec: RunSpec) -> Estimate:
     3. else another variant of the method (e.g. ``@cpu`` records for a run at the defaults), the
        same way, marked as drawn from other settings: a reduced preset's time is a lower bound
        for the defaults, and the defaults' an upper bound for a preset.
+
+    A record of the same variant whose resolved config differs from this run's (a preset changed
+    since it was made) counts as other settings too.
     """
+    from bench.config import resolve_config
     from bench.provenance import cpu_name
+    from methods import METHODS
 
     roots = tuple(dict.fromkeys(p for p in (Path(spec.settings.results_dir), CURATED_RESULTS) if p.is_dir()))
-    return estimate_from(_measured(roots), spec.method, spec.dataset, spec.settings.variant, cpu_name())
+    cfg = spec.settings
+    config = resolve_config(METHODS.get(spec.method), cfg.preset, cfg.overrides.get(spec.method, {}))
+    return estimate_from(_measured(roots), spec.method, spec.dataset, cfg.variant, cpu_name(), config)
 
 
-def estimate_from(measured: list[dict], method: str, dataset: str, variant: str, here: str) -> Estimate:
+def estimate_from(measured: list[dict], method: str, dataset: str, variant: str, here: str, config: Any = None) -> Estimate:
     """:func:`estimate` from the given timing rows (:func:`_measured`'s) for a run of ``method``
-    on ``dataset`` in ``variant``, on a machine whose CPU model is ``here``."""
+    on ``dataset`` in ``variant``, on a machine whose CPU model is ``here``; with ``config`` (the
+    run's resolved config), a row of the same variant made with another config is other settings
+    (a row without a config section is taken at its variant's word)."""
+    from bench.config import config_differences
+
     rows = [r for r in measured if r["method"] == method]
     target = _train_interactions(dataset)
+
+    def same_settings(r: dict) -> bool:
+        return r["variant"] == variant and (config is None or not r.get("config") or not config_differences(config, r["config"]))
+
     for same_variant in (True, False):  # the same settings on any machine before other settings on this one
-        pool = [r for r in rows if (r["variant"] == variant) == same_variant]
+        pool = [r for r in rows if same_settings(r) == same_variant]
         if not pool:
             continue
         if any(r["cpu"] == here for r in pool):
@@ -138,8 +154,9 @@ def estimate_from(measured: list[dict], method: str, dataset: str, variant: str,
         else:
             machine = "other machines"
         if not same_variant:
-            variants = ", ".join(sorted({f"@{r['variant']}" if r["variant"] else "defaults" for r in pool}))
-        what = "same variant" if same_variant else f"from {variants}: other settings"
+            variants = ", ".join(sorted({"this variant with another config" if r["variant"] == variant
+                                         else f"@{r['variant']}" if r["variant"] else "defaults" for r in pool}))  # fmt: skip
+        what = "same settings" if same_variant else f"from {variants}: other settings"
         same = [r for r in pool if r["dataset"] == dataset]
         if same:
             seconds = statistics.fmean(r["seconds"] for r in same)

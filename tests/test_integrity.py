@@ -250,9 +250,10 @@ def test_taking_over_a_stale_claim_leaves_no_temporary_file(tmp_path: Path) -> N
 
 # ---- an honest plan ------------------------------------------------------------------------
 def _timed_record(root: Path, dataset: str, method: str, seed: int, seconds: float, users: int, interactions: int,
-                  variant: str = "") -> None:  # fmt: skip
+                  variant: str = "", config: dict | None = None) -> None:  # fmt: skip
     path = record_path(root, dataset, method, seed, variant)
     write_record(path, {"dataset": dataset, "method": method, "seed": seed, "metrics": {}, "protocol": {"variant": variant},
+                        **({"config": config} if config is not None else {}),
                         "dataset_info": {"users": users, "interactions": interactions},
                         "efficiency": {"fit_seconds": seconds, "test_seconds": 0.0, "device": "cpu"}}, np.array([1]), "fp")  # fmt: skip
 
@@ -271,7 +272,7 @@ def test_estimates_come_from_the_curated_results_and_scale_by_training_interacti
     specs = grid.build_specs(["tinyds"], ["mf", "sasrec", "pop"], [0], settings)
     text, _ = grid.plan_text(specs, {})
     assert "tinyds mf seed(s) 0: about 50s each (scaled from big by training interactions" in text
-    assert "same variant" in text.split("tinyds mf")[1].splitlines()[0]
+    assert "same settings" in text.split("tinyds mf")[1].splitlines()[0]
     sasrec = text.split("tinyds sasrec")[1].splitlines()[0]
     assert "about 40s" in sasrec and "from @cpu: other settings" in sasrec
     assert "tinyds pop seed(s) 0: about ? each (no earlier record of this method)" in text
@@ -281,6 +282,28 @@ def test_estimates_come_from_the_curated_results_and_scale_by_training_interacti
     grid._MEASURED.clear()
     text, _ = grid.plan_text(specs, {})
     assert "tinyds mf seed(s) 0: about 30s each (1 earlier record(s)" in text
+    # a record of the same variant made with another config (a preset changed since) is other settings, behind the same settings
+    from dataclasses import asdict
+
+    from bench.config import resolve_config
+    from methods import METHODS
+
+    mf = asdict(resolve_config(METHODS.get("mf"), "", {}))
+    (registered_tiny["results"] / "tinyds" / "mf" / "seed5.json").unlink()
+    _timed_record(registered_tiny["results"], "tinyds", "mf", 6, 80.0, counts.users, counts.interactions, config={**mf, "epochs": mf["epochs"] + 1})
+    grid._MEASURED.clear()
+    line = grid.plan_text(specs, {})[0].split("tinyds mf")[1].splitlines()[0]
+    assert "about 50s" in line and "scaled from big" in line  # the same settings on another dataset first
+    _timed_record(registered_tiny["results"], "tinyds", "mf", 7, 60.0, counts.users, counts.interactions, config=mf)
+    grid._MEASURED.clear()
+    line = grid.plan_text(specs, {})[0].split("tinyds mf")[1].splitlines()[0]
+    assert "about 60s" in line and "same settings" in line
+    for path in curated.glob("big/mf/*"):
+        path.unlink()
+    (registered_tiny["results"] / "tinyds" / "mf" / "seed7.json").unlink()
+    grid._MEASURED.clear()
+    line = grid.plan_text(specs, {})[0].split("tinyds mf")[1].splitlines()[0]
+    assert "about 80s" in line and "this variant with another config: other settings" in line
 
 
 def test_a_long_plan_says_how_to_shorten_it(registered_tiny, tmp_path, monkeypatch) -> None:
