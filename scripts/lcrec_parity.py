@@ -21,11 +21,10 @@ import numpy as np
 import torch
 
 from bench.config import resolve_config
-from bench.data.registry import load_dataset
 from bench.method import Context
 from bench.provenance import cpu_name, git_info
 from bench.runner import RunConfig, train_data
-from bench.split import leave_one_out
+from bench.script_args import add_dataset_arguments, load_split
 from methods.lcrec import LCRec
 
 
@@ -49,21 +48,16 @@ def losses(split, settings: RunConfig, preset: str, precision: str, seed: int, s
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="scientific")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--preset", default="cpu")
+    add_dataset_arguments(p)
     p.add_argument("--runs", default="bf16:0,bf16:1,fp32:0", help="precision:seed pairs")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--window", type=int, default=20)
-    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--save", default=None, help="a JSON file for the loss curves (read back when it exists: runs done are skipped)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     code = git_info()  # the code that trains (taken before it does)
-    settings = RunConfig(data_dir=Path(args.data_dir) if args.data_dir else None, cache_dir=Path(args.cache_dir) if args.cache_dir else None)
-    split = leave_one_out(load_dataset(args.dataset, data_dir=settings.data_dir, cache_dir=settings.cache_dir))
+    split, settings = load_split(args)
     curves: dict[str, list[float]] = json.loads(Path(args.save).read_text()) if args.save and Path(args.save).is_file() else {}
     for run in args.runs.split(","):
         if run not in curves:

@@ -26,17 +26,15 @@ import argparse
 import os
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from bench.config import resolve_config
-from bench.data.registry import load_dataset
 from bench.method import Context
 from bench.provenance import cpu_name, git_info
-from bench.runner import RunConfig, cpu_has_native_bf16, train_data
-from bench.split import leave_one_out
+from bench.runner import cpu_has_native_bf16, train_data
+from bench.script_args import add_dataset_arguments, load_split
 from methods.lcrec import LCRec, build_pool, draw_examples
 
 
@@ -124,18 +122,13 @@ def profile_step(method: LCRec, encoded: list, micro: int) -> dict[str, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", default="scientific")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--preset", default="cpu")
-    p.add_argument("--threads", type=int, default=1)
+    add_dataset_arguments(p)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--micro", type=int, default=8)
     p.add_argument("--steps", type=int, default=3)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    settings = RunConfig(data_dir=Path(args.data_dir) if args.data_dir else None, cache_dir=Path(args.cache_dir) if args.cache_dir else None)
-    split = leave_one_out(load_dataset(args.dataset, data_dir=settings.data_dir, cache_dir=settings.cache_dir))
+    split, settings = load_split(args)
     config = resolve_config(LCRec, args.preset, {"rq_epochs": 20})
 
     def build(precision: str) -> LCRec:
