@@ -4,9 +4,9 @@ options every one of them takes, and the split they load from them (as a run doe
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from bench.data.registry import load_dataset
+from bench.paths import Paths
 from bench.runner import RunConfig
 from bench.split import Split, leave_one_out
 
@@ -21,6 +21,9 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, dataset: str = "scien
 
 
 def load_split(args: argparse.Namespace) -> tuple[Split, RunConfig]:
-    """The leave-one-out split of ``args.dataset`` and the run settings that located it."""
-    settings = RunConfig(data_dir=Path(args.data_dir) if args.data_dir else None, cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+    """The leave-one-out split of ``args.dataset`` and the run settings that located it (the
+    directories resolved as a run resolves them: the options, else the environment, else the
+    defaults)."""
+    paths = Paths.resolve(data_dir=args.data_dir, cache_dir=args.cache_dir)
+    settings = RunConfig(data_dir=paths.data_dir, cache_dir=paths.cache_dir)
     return leave_one_out(load_dataset(args.dataset, data_dir=settings.data_dir, cache_dir=settings.cache_dir)), settings
