@@ -126,6 +126,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--micro", type=int, default=8)
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--thread-counts", default=None,
+                   help="e.g. 1,2: time only the setting the method runs in (bf16 where native) at each thread count, one after the other")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     split, settings = load_split(args)
@@ -149,6 +151,10 @@ def main() -> None:
     method = fp32
     if cpu_has_native_bf16():
         method = build("bf16")
+    if args.thread_counts:
+        print_thread_table(method, encoded, args, prompt, response, config.model)
+        return
+    if method is not fp32:
         rows.append(("bf16 (as the method runs here: autocast, fp32 master weights and loss)",
                      timed_steps(method, encoded, args.batch, args.micro, args.steps, False, True)))
     rows += [("fp32", timed_steps(fp32, encoded, args.batch, args.micro, args.steps, False, True)),
@@ -169,6 +175,22 @@ def main() -> None:
     print("| part | seconds | share of the step |\n|---|---|---|")
     for key in sorted(parts, key=lambda k: -parts[k]):
         print(f"| {key.split('::')[1]} | {parts[key]:.3f} | {parts[key] / step:.0%} |")
+
+
+def print_thread_table(method: LCRec, encoded: list, args, prompt: float, response: float, model: str) -> None:
+    """Seconds per example of the method's own setting at each of ``args.thread_counts`` (one
+    process with n threads: what a run given ``--threads n`` does)."""
+    rows = []
+    for n in (int(x) for x in args.thread_counts.split(",")):
+        torch.set_num_threads(n)
+        rows.append((n, timed_steps(method, encoded, args.batch, args.micro, args.steps, False, True), os.getloadavg()[0]))
+    code = git_info()
+    print(f"lc-rec@{args.preset} on {args.dataset} at {(code['git_sha'] or '?')[:7]}, {cpu_name()} ({os.cpu_count()} cores), "
+          f"{method.ctx.precision}; {model}; batch {args.batch} in micro-batches of {args.micro}, {args.steps} timed steps each; "
+          f"mean prompt {prompt:.0f} tokens, response {response:.1f}\n")
+    print("| threads | seconds per example | speed-up over the first | load average after |\n|---|---|---|---|")
+    for n, seconds, load in rows:
+        print(f"| {n} | {seconds:.3f} | {rows[0][1] / seconds:.2f}x | {load:.1f} |")
 
 
 if __name__ == "__main__":
