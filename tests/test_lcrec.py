@@ -236,3 +236,24 @@ def test_new_token_rows_equal_a_table_with_the_rows_written_in() -> None:
     assert torch.allclose(head(h), h @ merged.T, atol=1e-6)
     (embed(x).sum() + head(h).sum()).backward()
     assert table.grad is None and embed.trainable_tokens_delta.grad.abs().sum() > 0
+
+
+def test_the_output_rows_cast_once_under_autocast_give_autocasts_own_logits() -> None:
+    """Under bf16 autocast the frozen output rows are cast once and kept: the logits are bit for
+    bit those of autocast casting the table at each call, the cast is reused, and outside
+    autocast the fp32 table is read."""
+    from methods.lcrec import NewTokenRows
+
+    torch.manual_seed(0)
+    table = torch.nn.Parameter(torch.randn(50, 16), requires_grad=False)
+    head = NewTokenRows(table, 45, output=True)
+    h = torch.randn(3, 7, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = torch.cat([torch.nn.functional.linear(h, table[:45]), torch.nn.functional.linear(h, head.trainable_tokens_delta)], -1)
+        first = head(h)
+        kept = head._cast
+        second = head(h)
+    assert kept is not None and kept.dtype == torch.bfloat16 and head._cast is kept
+    assert torch.equal(first, expected) and torch.equal(second, expected)
+    assert torch.equal(head(h), torch.cat([h @ table[:45].T, h @ head.trainable_tokens_delta.T], -1))  # fp32 outside autocast
+    assert "_cast" not in head.state_dict()
