@@ -171,7 +171,8 @@ class Checkpointer:
         self.on_disk: tuple[int, int] | None = (restored["epoch"], restored["stage"]) if restored else None  # (epoch, stage) in the file
         self.last_write = time.monotonic()
         if restored:
-            self.resumed.append({"epoch": restored["epoch"], "stage": restored["stage"], "host": socket.gethostname(), "time": _now()})
+            self.resumed.append({"epoch": restored["epoch"], "stage": restored["stage"], "host": socket.gethostname(), "time": _now(),
+                                 "threads": torch.get_num_threads(), "threads_before": restored.get("threads")})  # fmt: skip
             self.log(f"{label} resuming from epoch {restored['epoch']}" + (f" of training stage {restored['stage']}" if restored["stage"] > 1 else "")
                      + f" (saved {restored['saved_at']} on {restored['host']})")  # fmt: skip
 
@@ -225,6 +226,7 @@ class Checkpointer:
         snapshot = {
             "format": FORMAT, "identity": self.identity, "label": self.label, "saved_at": _now(), "host": socket.gethostname(),
             "epoch": loop.epoch, "stage": index + 1, "resumed": list(self.resumed), "fit_seconds": self.fit_seconds(),
+            "threads": torch.get_num_threads(),  # of the segment writing it: a resumed one may run with another count
             "stages": self.stages, "loops": [*self.finished[:index], loop.state_dict()],
             "training_state": {name: state_of(obj) for name, obj in loop.state.items()},
             "generators": {name: state_of(g) for name, g in ctx.generators.items()},

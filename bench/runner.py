@@ -328,7 +328,8 @@ def execute(method_cls: type[Method], split: Split, seed: int, cfg: RunConfig, d
             "hardware": hw,
             "command": provenance.command_line(),
             "started_at": started.isoformat(timespec="seconds"),
-            "resumed": ckpt.resumed if ckpt is not None else [],  # (epoch, host, time) of each resumption (bench.checkpoint)
+            # (epoch, host, time, torch threads of the segment it starts and of the one before) of each resumption (bench.checkpoint)
+            "resumed": ckpt.resumed if ckpt is not None else [],
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         },
     }

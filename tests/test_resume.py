@@ -220,9 +220,14 @@ def test_resume_force_uses_a_checkpoint_of_another_config_and_off_ignores_any(sp
     spec = spec_for("sasrec", "force")
     _interrupted(spec)
     settings = replace(spec.settings, resume="force", overrides={**spec.settings.overrides, "sasrec": {**spec.settings.overrides["sasrec"], "lr": 0.002}})
-    assert run_one(replace(spec, settings=settings)).status == "done"
+    before = torch.get_num_threads()
+    try:  # resumed at another thread count (not part of a run's identity): the record names both segments' counts
+        assert run_one(replace(spec, settings=replace(settings, threads=before + 1))).status == "done"
+    finally:
+        torch.set_num_threads(before)
     assert "resuming from" in capsys.readouterr().err
-    assert json.loads(spec.path.read_text())["provenance"]["resumed"][0]["epoch"] == 2
+    resumed = json.loads(spec.path.read_text())["provenance"]["resumed"]
+    assert resumed[0]["epoch"] == 2 and (resumed[0]["threads_before"], resumed[0]["threads"]) == (before, before + 1)
     spec.path.unlink()
     _interrupted(spec)
     assert run_one(replace(spec, settings=replace(spec.settings, resume="off"))).status == "done"
